@@ -1,0 +1,24 @@
+"""featcache: run a frozen pretrained CNN once, cache its features, train heads in seconds.
+
+Python API::
+
+    import featcache
+    summary = featcache.extract(featcache.ExtractOptions(data="photos/", out="cache/",
+                                                         backbone="mobilenet"))
+    train = featcache.load_features("cache/", "train")   # .features, .labels, .paths, .class_names
+
+Importing featcache is cheap: Keras (and its backend) load only when a model is built.
+"""
+
+__version__ = "0.1.0"
+
+from .backbones import BACKBONES, BackboneSpec, get_backbone, list_backbones  # noqa: E402
+from .errors import FeatcacheError  # noqa: E402
+from .extract import ExtractOptions, ExtractSummary, extract  # noqa: E402
+from .store import FeatureCache, Features, load_features  # noqa: E402
+
+
+__all__ = [
+    "BACKBONES", "BackboneSpec", "ExtractOptions", "ExtractSummary", "FeatcacheError", "FeatureCache", "Features",
+    "extract", "get_backbone", "list_backbones", "load_features", "__version__",
+]

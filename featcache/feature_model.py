@@ -1,0 +1,213 @@
+"""Build the frozen feature model: raw pixels in, one feature tap out.
+
+The model is `pixels (0-255, RGB) -> preprocessing -> backbone up to the tap
+-> optional global pooling`. It is an ordinary Keras functional model, so it
+runs on the TensorFlow, JAX or PyTorch backend, and the same construction is
+reused by fine-tuning and export.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field
+
+from . import preprocessing
+from ._keras import import_keras
+from .backbones import BackboneSpec, get_backbone
+from .errors import FeatcacheWarning, UsageError, WeightsError
+from .fileio import sha256_file
+from .weights import (
+    RANDOM_WEIGHTS_WARNING,
+    WeightsChoice,
+    keras_cache_path,
+    offline_hint,
+    resolve_weights,
+)
+
+POOLINGS = ("avg", "max", "none")
+
+
+@dataclass
+class FeatureExtractor:
+    """A built feature model and everything that shaped its output.
+
+    Attributes:
+        model: Keras model mapping (N, S, S, 3) float pixels in [0, 255] to features.
+        spec: the backbone's registry entry.
+        image_size: S.
+        layer: name of the tapped backbone layer.
+        pooling: "avg", "max" or "none" (spatial map kept, or a flat layer).
+        include_top: whether the full network (with its classifier top) was built.
+        weights: identity of the loaded weights: {"source", "file", "sha256"} or
+            {"source": "none", "seed"}.
+        feature_shape: shape of one row of features.
+    """
+
+    model: object
+    spec: BackboneSpec
+    image_size: int
+    layer: str
+    pooling: str
+    include_top: bool
+    weights: dict
+    feature_shape: tuple[int, ...] = field(default=())
+
+    def describe(self) -> dict:
+        """The fields of this extractor that shape the features, as JSON-able data."""
+        return {
+            "backbone": self.spec.name,
+            "builder": f"keras.applications.{self.spec.builder}",
+            "input_size": [self.image_size, self.image_size],
+            "include_top": self.include_top,
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "preprocessing": preprocessing.describe(self.spec.preprocess),
+            "weights": {k: v for k, v in self.weights.items() if k in ("sha256", "seed", "source")},
+            "feature_shape": list(self.feature_shape),
+        }
+
+
+def check_options(spec: BackboneSpec, image_size: int, layer: str | None, pooling: str | None) -> None:
+    """Validate size, tap and pooling before anything heavy is built.
+
+    Raises:
+        UsageError: a value the backbone cannot take.
+    """
+    if image_size < spec.min_size:
+        raise UsageError(
+            f"--image-size {image_size} is below {spec.name}'s minimum of {spec.min_size} pixels."
+        )
+    if pooling is not None and pooling not in POOLINGS:
+        raise UsageError(f"--pooling {pooling}: allowed values are {', '.join(POOLINGS)}.")
+    if layer in spec.top_layers and image_size != spec.input_size:
+        raise UsageError(
+            f"--layer {layer} is part of {spec.name}'s fully connected top, which only "
+            f"takes {spec.input_size}x{spec.input_size} images: use --image-size {spec.input_size}."
+        )
+
+
+def _build_base(keras, spec: BackboneSpec, choice: WeightsChoice, image_size: int, include_top: bool):
+    builder = getattr(keras.applications, spec.builder)
+    if choice.source == "none":
+        weights_arg = None
+    elif choice.path is not None:
+        weights_arg = choice.path
+    else:
+        weights_arg = "imagenet"
+    try:
+        return builder(
+            include_top=include_top, weights=weights_arg, input_shape=(image_size, image_size, 3)
+        )
+    except Exception as exc:  # Keras raises bare Exception for download failures
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if weights_arg == "imagenet" and ("URL fetch failure" in text or isinstance(exc, OSError)):
+            raise WeightsError(
+                f"Could not get ImageNet weights for {spec.name} ({choice.file_name}) from "
+                f"Keras' cache or the internet: {text}. {offline_hint(choice)}"
+            ) from exc
+        if choice.path is not None and not isinstance(exc, (TypeError, NameError, AttributeError)):
+            raise WeightsError(
+                f"Could not load weights file {choice.path} into {spec.builder}"
+                f"(include_top={include_top}): {text}"
+            ) from exc
+        if isinstance(exc, ValueError):
+            raise UsageError(f"keras.applications.{spec.builder} refused the options: {text}") from exc
+        raise
+
+
+def _weights_identity(choice: WeightsChoice, seed: int) -> dict:
+    if choice.source == "none":
+        return {"source": "none", "seed": int(seed)}
+    path = choice.path or keras_cache_path(choice.file_name)
+    identity = {"source": choice.source, "file": choice.file_name}
+    identity["sha256"] = sha256_file(path) if path else f"keras:{choice.file_name}"
+    return identity
+
+
+def _tap(keras, base, spec: BackboneSpec, layer: str | None):
+    if layer is None:
+        return base, base.layers[-1].name
+    try:
+        target = base.get_layer(layer)
+    except ValueError:
+        names = [lyr.name for lyr in base.layers]
+        close = difflib.get_close_matches(layer, names, n=4, cutoff=0.5)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise UsageError(
+            f"--layer {layer}: {spec.name} has no such layer.{hint} "
+            f"List them with: featcache layers {spec.name}"
+        ) from None
+    return keras.Model(base.inputs, target.output, name=f"{spec.name}_to_{layer}"), layer
+
+
+def build_feature_extractor(
+    backbone: str,
+    image_size: int | None = None,
+    layer: str | None = None,
+    pooling: str | None = None,
+    weights: str = "imagenet",
+    weights_dir: str | None = None,
+    seed: int = 0,
+) -> FeatureExtractor:
+    """Build the frozen feature model for one backbone and tap.
+
+    Args:
+        backbone: registry name (see `featcache.backbones.list_backbones`).
+        image_size: square input size; default is the backbone's own.
+        layer: tap a named layer instead of the final conv output; VGG's
+            "fc1"/"fc2" build the full network.
+        pooling: "avg" or "max" global pooling of a spatial tap, "none" to keep
+            the map; None means "avg" for spatial taps and nothing for flat ones.
+        weights: "imagenet", "none" or a weights file.
+        weights_dir: offline folder holding Keras' ImageNet weight files.
+        seed: initialises random weights reproducibly (weights "none").
+
+    Raises:
+        UsageError, WeightsError: see messages.
+    """
+    spec = get_backbone(backbone)
+    size = int(image_size or spec.input_size)
+    check_options(spec, size, layer, pooling)
+    include_top = layer in spec.top_layers
+    choice = resolve_weights(spec, weights, size, include_top, weights_dir)
+
+    keras = import_keras()
+    if choice.source == "none":
+        warnings.warn(RANDOM_WEIGHTS_WARNING, FeatcacheWarning, stacklevel=2)
+        keras.utils.set_random_seed(int(seed))
+    base = _build_base(keras, spec, choice, size, include_top)
+    base.trainable = False
+    tapped, layer_name = _tap(keras, base, spec, layer)
+
+    inputs = keras.Input((size, size, 3), name="pixels", dtype="float32")
+    x = inputs
+    pre = preprocessing.preprocessing_layer(spec.preprocess)
+    if pre is not None:
+        x = pre(x)
+    x = tapped(x, training=False)
+    spatial = len(x.shape) == 4
+    if not spatial and pooling in ("avg", "max"):
+        raise UsageError(
+            f"--pooling {pooling} needs a spatial layer; {layer_name} outputs "
+            f"{tuple(x.shape[1:])}. Use --pooling none."
+        )
+    if spatial and (pooling or "avg") == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="featcache_avg_pool")(x)
+        resolved_pooling = "avg"
+    elif spatial and pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="featcache_max_pool")(x)
+        resolved_pooling = "max"
+    else:
+        resolved_pooling = "none"
+    model = keras.Model(inputs, x, name=f"featcache_{spec.name}")
+    return FeatureExtractor(
+        model=model,
+        spec=spec,
+        image_size=size,
+        layer=layer_name,
+        pooling=resolved_pooling,
+        include_top=include_top,
+        weights=_weights_identity(choice, seed),
+        feature_shape=tuple(int(d) for d in x.shape[1:]),
+    )
