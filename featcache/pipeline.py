@@ -1,0 +1,152 @@
+"""Decode images in parallel, ahead of the backbone, into ordered batches.
+
+A thread pool decodes and resizes a sliding window of upcoming images while
+the caller runs the backbone on the current batch, so decoding overlaps with
+inference and the backbone stays the only bottleneck. Batches keep the input
+order and never span two groups (shards); images that fail to decode come back
+as failures next to the batch they belonged to.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .decode import DEFAULT_MAX_PIXELS, ResizeSpec, read_image
+from .errors import BadImageError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to decode.
+
+    Attributes:
+        group: index of the group (shard) it belongs to; groups are contiguous.
+        path: absolute file path.
+        display: path shown to the user and stored (relative to the data root).
+        label: class index.
+    """
+
+    group: int
+    path: str
+    display: str
+    label: int
+
+
+@dataclass
+class Batch:
+    """Up to `batch_size` consecutive items of one group, decoded.
+
+    Attributes:
+        group: the group of every item in the batch.
+        items: the items that decoded, in input order.
+        pixels: (len(items), H, W, 3) uint8.
+        hashes: sha256 of each decoded item's file.
+        failures: (item, reason) for items that did not decode.
+        attempted: items the batch covered, decoded or not.
+        last_in_group: no more items of this group follow.
+        decode_seconds: worker time spent reading and decoding these items.
+        wait_seconds: time the caller waited for this batch to be ready.
+    """
+
+    group: int
+    items: list[Item] = field(default_factory=list)
+    pixels: np.ndarray | None = None
+    hashes: list[str] = field(default_factory=list)
+    failures: list[tuple[Item, str]] = field(default_factory=list)
+    attempted: int = 0
+    last_in_group: bool = False
+    decode_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+
+def _lower_priority(niceness: int) -> None:
+    """Make the calling decode thread yield the CPU to the backbone's threads.
+
+    On Linux a thread is a task with its own nice value. Decoding then fills
+    the cores' idle moments instead of slowing inference; when decoding is
+    the bottleneck the backbone threads sleep and the decoders get the CPU.
+    """
+    if niceness and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:
+            pass
+
+
+def _decode(item: Item, spec: ResizeSpec, max_pixels: int):
+    start = time.perf_counter()
+    try:
+        pixels, digest = read_image(item.path, spec, item.display, max_pixels)
+    except BadImageError as exc:
+        return None, exc.reason, time.perf_counter() - start
+    return pixels, digest, time.perf_counter() - start
+
+
+def decoded_batches(
+    items: Sequence[Item],
+    spec: ResizeSpec,
+    batch_size: int,
+    workers: int,
+    prefetch_batches: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Batch]:
+    """Yield decoded batches in input order while later images decode.
+
+    Args:
+        items: images in order; items of one group must be contiguous.
+        spec: output size and resampling.
+        batch_size: most items per batch.
+        workers: decoding threads.
+        prefetch_batches: how many batches' worth of images to keep in flight.
+        max_pixels: images larger than this are refused unread.
+    """
+    height, width = spec.size
+    window: deque[tuple[Item, Future]] = deque()
+    source = iter(items)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="featcache-decode",
+                              initializer=_lower_priority, initargs=(int(os.environ.get("FEATCACHE_DECODE_NICE", "10")),))
+
+    def top_up():
+        while len(window) < max(batch_size * prefetch_batches, workers * 2):
+            item = next(source, None)
+            if item is None:
+                return
+            window.append((item, pool.submit(_decode, item, spec, max_pixels)))
+
+    try:
+        top_up()
+        batch: Batch | None = None
+        while window:
+            item, future = window.popleft()
+            if batch is None:
+                batch = Batch(group=item.group)
+                buffer = np.empty((batch_size, height, width, 3), dtype=np.uint8)
+            waited = time.perf_counter()
+            pixels, digest_or_reason, seconds = future.result()
+            batch.wait_seconds += time.perf_counter() - waited
+            top_up()
+            batch.decode_seconds += seconds
+            batch.attempted += 1
+            if pixels is None:
+                batch.failures.append((item, digest_or_reason))
+            else:
+                buffer[len(batch.items)] = pixels
+                batch.items.append(item)
+                batch.hashes.append(digest_or_reason)
+            following = window[0][0] if window else None
+            group_ends = following is None or following.group != item.group
+            if group_ends or batch.attempted == batch_size:
+                batch.last_in_group = group_ends
+                batch.pixels = buffer[: len(batch.items)]
+                yield batch
+                batch = None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
