@@ -1,0 +1,82 @@
+"""Human-readable summaries for the terminal (the CLI's non-JSON output)."""
+
+from __future__ import annotations
+
+from .extract import ExtractSummary
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _splits(splits: dict[str, int]) -> str:
+    return " · ".join(f"{name} {rows}" for name, rows in splits.items()) or "none"
+
+
+def _rows(pairs: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
+    head = f"featcache extract: {s.backbone} -> {shape_text(s.feature_shape)} {s.dtype} features per image"
+    rate = f"{s.images_per_second:.1f} img/s" if s.images_extracted else "nothing to do"
+    pairs = [
+        ("cache", f"{s.cache}  (fingerprint {s.fingerprint_hash[:12]})"),
+        ("images", f"{s.images_extracted} extracted in {s.extract_seconds:.1f} s ({rate}); "
+                   f"{s.shards_reused} shard(s) already done"),
+        ("rows", _splits(s.splits)),
+        ("written", f"{human_bytes(s.bytes_written)} in {s.shards_written} shard(s); "
+                    f"cache holds {human_bytes(s.cache_bytes)}"),
+        ("time", " · ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in s.timing.items())
+                 + f" · total {s.seconds:.1f}s"),
+    ]
+    if s.ignored:
+        pairs.append(("ignored", f"{s.ignored} non-image file(s) (see featcache info --json)"))
+    if s.skipped:
+        listed = "; ".join(f"{x['path']} ({x['reason']})" for x in s.skipped[:max_listed])
+        more = f"; and {len(s.skipped) - max_listed} more" if len(s.skipped) > max_listed else ""
+        pairs.append(("skipped", f"{len(s.skipped)}: {listed}{more}"))
+    for warning in s.warnings:
+        pairs.append(("warning", warning))
+    return head + "\n" + _rows(pairs)
+
+
+def cache_info(manifest: dict) -> str:
+    fp = manifest["fingerprint"]
+    shards = manifest["shards"]
+    weights = manifest.get("weights", {})
+    if weights.get("source") == "none":
+        weights_text = f"random (seed {weights.get('seed')}): features are meaningless"
+    else:
+        weights_text = f"{weights.get('source')} {weights.get('file')} sha256 {str(weights.get('sha256'))[:16]}"
+    classes = manifest["class_names"]
+    skipped = sum(v["skipped"] for v in manifest["splits"].values())
+    rows = " · ".join(
+        f"{k} {v['rows']}" + (f" ({v['skipped']} skipped)" if v["skipped"] else "")
+        for k, v in manifest["splits"].items())
+    v = fp["versions"]
+    pairs = [
+        ("backbone", f"{fp['backbone']} ({fp['builder']}), layer {fp['layer']}, pooling {fp['pooling']}"),
+        ("input", f"{fp['input_size'][0]}x{fp['input_size'][1]}, {fp['resize']['method']} "
+                  f"{fp['resize']['aspect']}, preprocessing {fp['preprocessing']['mode']}"),
+        ("features", f"{shape_text(fp['feature_shape'])} {fp['dtype']} per image"),
+        ("weights", weights_text),
+        ("classes", f"{len(classes)}: {', '.join(classes[:12])}" + (" ..." if len(classes) > 12 else "")),
+        ("rows", rows),
+        ("shards", f"{len(shards)}, {human_bytes(sum(s['bytes'] for s in shards))}"),
+        ("skipped", str(skipped)),
+        ("source", manifest["source"]["data"]),
+        ("versions", f"keras {v['keras']}, {v['backend']} {v['backend_version']}, pillow {v['pillow']}"),
+        ("fingerprint", manifest["fingerprint_hash"]),
+        ("updated", manifest.get("updated", "?")),
+    ]
+    return _rows(pairs)
