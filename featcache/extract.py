@@ -234,6 +234,7 @@ def _run_pending(extractor, pending: list[ShardTask], dataset: Dataset, resize: 
             if n:
                 start = time.perf_counter()
                 padded[:n] = batch.pixels
+                padded[n:] = 0  # a batch's padding never depends on earlier batches
                 features = np.asarray(extractor.model.predict_on_batch(padded))[:n]
                 timing["inference"] += time.perf_counter() - start
                 start = time.perf_counter()

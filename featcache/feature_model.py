@@ -63,7 +63,10 @@ class FeatureExtractor:
             "layer": self.layer,
             "pooling": self.pooling,
             "preprocessing": preprocessing.describe(self.spec.preprocess),
-            "weights": {k: v for k, v in self.weights.items() if k in ("sha256", "seed", "source")},
+            # the bytes loaded, not where they came from: the same file found through
+            # --weights-dir, Keras' cache or --weights PATH gives the same features
+            "weights": ({"sha256": self.weights["sha256"]} if "sha256" in self.weights
+                        else {"random_seed": self.weights["seed"]}),
             "feature_shape": list(self.feature_shape),
         }
 
