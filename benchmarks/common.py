@@ -1,0 +1,79 @@
+"""Helpers shared by the benchmark scripts: machine description and result files.
+
+Benchmarks are scripts, never imported by the package. Each writes a JSON,
+CSV and Markdown file into benchmarks/results/ named after itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def shared_path(*parts: str) -> str | None:
+    """A path under the development machines' ../shared folder, if it exists.
+
+    Benchmarks take their data through flags; this only supplies defaults.
+    """
+    base = os.environ.get("FEATCACHE_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
+    path = Path(base, *parts)
+    return str(path) if path.exists() else None
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "gpu": None, "date": time.strftime("%Y-%m-%d")}
+    try:
+        from featcache.extract import versions
+
+        info.update(versions())
+    except Exception as exc:  # noqa: BLE001 - a description, never fatal
+        info["versions_error"] = str(exc)
+    return info
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def write_results(name: str, meta: dict, rows: list[dict], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    if rows:
+        with open(RESULTS / f"{name}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(str(row[key]) for key, _ in columns) + " |" for row in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def machine_line(meta: dict) -> str:
+    m = meta["machine"]
+    gpu = m.get("gpu") or "no GPU"
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {gpu}; Python {m['python']}, "
+            f"Keras {m.get('keras')}, {m.get('backend')} {m.get('backend_version')}, "
+            f"Pillow {m.get('pillow')}; {m['date']}.")
