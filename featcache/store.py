@@ -357,7 +357,7 @@ class FeatureCache:
         return sorted((s for s in self.manifest["shards"] if s["split"] == split),
                       key=lambda s: s["index"])
 
-    def _open_shard(self, shard: dict) -> h5py.File:
+    def open_shard(self, shard: dict) -> h5py.File:
         path = os.path.join(self.path, shard["file"])
         try:
             f = h5py.File(path, "r")
@@ -379,7 +379,7 @@ class FeatureCache:
         hashes: list[str] = []
         at = 0
         for shard in shards:
-            with self._open_shard(shard) as f:
+            with self.open_shard(shard) as f:
                 n = shard["rows"]
                 if n:
                     if out.dtype == stored:
@@ -391,6 +391,46 @@ class FeatureCache:
                     hashes.extend(h.decode("ascii") for h in f["hashes"][:])
                 at += n
         return Features(out, labels, paths, hashes, self.class_names, split, self.fingerprint)
+
+
+class SplitReader:
+    """Row-range reads from one split's shards, which stay open until `close`.
+
+    Rows are numbered across the split's shards in their stable order.
+    """
+
+    def __init__(self, cache: FeatureCache, split: str):
+        self.cache = cache
+        self.shards = cache.shards(split)
+        self.starts = np.cumsum([0] + [s["rows"] for s in self.shards])
+        self.n_rows = int(self.starts[-1])
+        self._files: list[h5py.File] = []
+
+    def _file(self, index: int) -> h5py.File:
+        if not self._files:
+            self._files = [self.cache.open_shard(s) for s in self.shards]
+        return self._files[index]
+
+    def labels(self) -> np.ndarray:
+        if not self.shards:
+            return np.zeros(0, dtype=np.int32)
+        return np.concatenate([self._file(i)["labels"][:] for i in range(len(self.shards))])
+
+    def read_range(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Copy rows [start, stop) into `out` (converting dtype as needed)."""
+        at = 0
+        while start < stop:
+            shard = int(np.searchsorted(self.starts, start, side="right") - 1)
+            end = min(stop, int(self.starts[shard + 1]))
+            local = start - int(self.starts[shard])
+            out[at:at + end - start] = self._file(shard)["features"][local:local + end - start]
+            at += end - start
+            start = end
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
 
 
 def load_features(cache: str, split: str = "train", dtype: str | None = None) -> Features:
