@@ -64,3 +64,7 @@ class FingerprintMismatchError(CacheError):
 
 class FeatcacheWarning(UserWarning):
     """Something the user should know that does not stop the command."""
+
+
+class ExportError(FeatcacheError):
+    """A trained head cannot be turned into Keras layers."""
