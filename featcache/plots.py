@@ -1,0 +1,74 @@
+"""PNG plots of training curves and confusion matrices (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict[str, list[float]], path: str, title: str,
+                 best_epoch: int | None = None, phase_start: int | None = None) -> str | None:
+    """Training and validation accuracy and loss per epoch, side by side.
+
+    Args:
+        history: Keras-style history ("loss", "accuracy", "val_loss", "val_accuracy").
+        path: PNG file to write.
+        title: figure title.
+        best_epoch: 0-based epoch whose weights were kept (marked with a dot).
+        phase_start: 0-based epoch where a second phase (fine-tuning) starts
+            (drawn as a dashed vertical line).
+
+    Returns:
+        The path, or None when there is nothing to plot.
+    """
+    if not history.get("loss"):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
+        for key, style, name in ((metric, "-", "training"), (f"val_{metric}", "--", "validation")):
+            values = history.get(key)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=name)
+                if best_epoch is not None and key.startswith("val_") and best_epoch < len(values):
+                    ax.plot(best_epoch + 1, values[best_epoch], "o", color="black", markersize=7,
+                            fillstyle="none", label="kept weights")
+        if phase_start is not None:
+            ax.axvline(phase_start + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str, title: str) -> str:
+    """The confusion matrix with counts in each cell (rows: true class)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    n = len(class_names)
+    size = min(4 + 0.45 * n, 16)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if n > 4 else "horizontal",
+        values_format="d", include_values=n <= 30)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,191 @@
+"""Train a head on a cache, score it, and write its folder (`featcache train-head`, `evaluate`).
+
+The training split is read in memory when train and validation features fit
+in `max_memory` (as float32), otherwise streamed from the HDF5 shards in the
+same shuffled order, for the heads that can stream.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .artifacts import (
+    CONFIG_FILE,
+    FINGERPRINT_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    load_head,
+    prepare_out_folder,
+    write_head,
+)
+from .errors import CacheError, UsageError
+from .fileio import write_json_atomic
+from .fingerprint import check_same
+from .heads import HeadOptions, create_head, get_head_spec
+from .metrics import classification_metrics
+from .reader import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
+from .store import FeatureCache
+
+
+@dataclass
+class TrainSummary:
+    """What `train_head` did; `to_json` is train-head's --json output."""
+
+    out: str
+    head: str
+    val_accuracy: float | None
+    train_accuracy: float
+    seconds: float
+    in_memory: bool
+    train_rows: int
+    val_rows: int
+    metrics: dict = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "out": self.out, "head": self.head, "val_accuracy": self.val_accuracy,
+            "train_accuracy": self.train_accuracy, "seconds": round(self.seconds, 3),
+            "in_memory": self.in_memory, "train_rows": self.train_rows, "val_rows": self.val_rows,
+            "top5_accuracy": self.metrics.get("top5_accuracy"), "macro_f1": self.metrics.get("macro_f1"),
+            "files": self.files, "notes": self.notes,
+        }
+
+
+def predict_split(head, data: FeatureSplit, batch_size: int = 512) -> np.ndarray:
+    """Scores for every row of a split, in stored order, streaming if needed."""
+    schedule = Schedule(data, batch_size, shuffle=False)
+    parts = [head.predict_proba(schedule.batch(i)[0]) for i in range(len(schedule))]
+    return np.concatenate(parts) if parts else np.zeros((0, head.n_classes))
+
+
+def _plan_memory(cache: FeatureCache, train_split: str, val_split: str | None, budget: int,
+                 spec, options: HeadOptions) -> bool:
+    """Whether to hold the features in memory; refuses what cannot work under the budget."""
+    row = 4 * int(np.prod(cache.feature_shape))
+    need = row * (cache.splits[train_split] + (cache.splits.get(val_split, 0) if val_split else 0))
+    if need <= budget:
+        return True
+    if not spec.streamable or (spec.name == "sgd" and (options.search or options.pca)):
+        raise UsageError(
+            f"--model {spec.name} needs the features in memory ({human_size(need)} as float32) "
+            f"but --max-memory is {human_size(budget)}. Raise --max-memory, or use --model sgd "
+            "or a Keras head, which train from disk.")
+    window = 2 * row * window_rows_for(row, options.batch_size, options.shuffle_window)
+    if window > budget:
+        raise UsageError(
+            f"--max-memory {human_size(budget)} cannot hold two shuffle windows "
+            f"({human_size(window)}); raise it or lower --shuffle-window.")
+    return False
+
+
+def train_head(cache_path: str, model: str, out: str, options: HeadOptions | None = None,
+               train_split: str = "train", val_split: str | None = "val",
+               max_memory: str | int | None = None, progress: bool | None = None) -> TrainSummary:
+    """Train head `model` on `cache_path` and write it to `out`.
+
+    Args:
+        cache_path: a finished cache.
+        model: head name (see `featcache.heads.list_heads`).
+        out: folder for the head's files.
+        options: head options (defaults per head).
+        train_split: split to train on.
+        val_split: split for early stopping and metrics; None or missing: train only.
+        max_memory: memory budget for features, e.g. "2GB" (default: half of RAM).
+        progress: show an epoch bar (None: only on a terminal).
+
+    Raises:
+        FeatcacheError subclasses with one-line messages.
+    """
+    options = options or HeadOptions()
+    spec = get_head_spec(model)
+    cache = FeatureCache(cache_path)
+    if train_split not in cache.splits:
+        raise CacheError(f"{cache_path}: no '{train_split}' split to train on "
+                         f"(splits: {', '.join(cache.splits)}).")
+    if val_split not in cache.splits:
+        val_split = None
+    if len(cache.class_names) < 2:
+        raise UsageError(f"{cache_path}: only one class ({cache.class_names[0]}); "
+                         "a classifier needs at least two.")
+    out = prepare_out_folder(out)
+    budget = parse_size(max_memory) or default_memory_budget()
+    head = create_head(spec.name, options, cache.class_names, cache.feature_shape)
+    head.progress = progress
+    in_memory = _plan_memory(cache, train_split, val_split, budget, spec, head.options)
+    train = FeatureSplit(cache, train_split, in_memory)
+    val = FeatureSplit(cache, val_split, in_memory) if val_split else None
+    try:
+        start = time.perf_counter()
+        fit = head.fit(train, val)
+        seconds = time.perf_counter() - start
+        train_scores = predict_split(head, train)
+        scored = val if val is not None else train
+        scores = predict_split(head, val) if val is not None else train_scores
+        metrics = classification_metrics(scored.labels, scores, cache.class_names)
+    finally:
+        train.close()
+        if val is not None:
+            val.close()
+    metrics["split"] = scored.split
+    train_accuracy = float(np.mean(train_scores.argmax(axis=1) == train.labels))
+    training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train_split,
+                "val_split": val_split, "train_rows": train.n_rows,
+                "val_rows": val.n_rows if val is not None else 0,
+                "best_epoch": fit.best_epoch, **fit.notes}
+    config = write_head(out, head, cache, training)
+    write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
+    write_json_atomic(os.path.join(out, HISTORY_FILE), fit.history)
+    files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
+    files += _plots(out, head.spec.name, fit, metrics, cache.class_names)
+    return TrainSummary(
+        out=out, head=spec.name,
+        val_accuracy=metrics["accuracy"] if val is not None else None,
+        train_accuracy=train_accuracy, seconds=seconds, in_memory=in_memory,
+        train_rows=train.n_rows, val_rows=val.n_rows if val is not None else 0,
+        metrics=metrics, files=files, notes={**fit.notes, "best_epoch": fit.best_epoch})
+
+
+def _plots(out: str, name: str, fit, metrics: dict, class_names: list[str]) -> list[str]:
+    from .plots import plot_confusion, plot_history
+
+    written = []
+    if plot_history(fit.history, os.path.join(out, "history.png"), f"{name} head",
+                    best_epoch=fit.best_epoch):
+        written.append("history.png")
+    plot_confusion(metrics["confusion_matrix"], class_names, os.path.join(out, "confusion_matrix.png"),
+                   f"{name}: {metrics['split']} accuracy {metrics['accuracy']:.3f}")
+    written.append("confusion_matrix.png")
+    return written
+
+
+def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = False) -> dict:
+    """Score a trained head on one split of a cache made the same way.
+
+    Raises:
+        FingerprintMismatchError: the cache's features were made differently
+            from those the head was trained on (the message names the fields).
+    """
+    head, config, trained = load_head(model_dir, trust=trust)
+    cache = FeatureCache(cache_path)
+    check_same(trained["fingerprint"], cache.fingerprint, f"cache {cache_path}",
+               f"The head in {model_dir} can only score features made like its training cache.")
+    if cache.class_names != config["class_names"]:
+        raise UsageError(f"cache {cache_path} has classes {cache.class_names}; the head was trained "
+                         f"on {config['class_names']}.")
+    budget = default_memory_budget()
+    data = FeatureSplit(cache, split, in_memory=cache.splits.get(split, 0) * 4 *
+                        int(np.prod(cache.feature_shape)) <= budget)
+    try:
+        scores = predict_split(head, data)
+    finally:
+        data.close()
+    metrics = classification_metrics(data.labels, scores, cache.class_names)
+    metrics["split"] = split
+    metrics["head"] = config["head"]
+    return metrics
