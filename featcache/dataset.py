@@ -131,6 +131,23 @@ def _walk_images(top: str, root: str, ignored: list[tuple[str, str]]) -> list[tu
     return found
 
 
+def list_images(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image files named directly or found under folders (recursively, sorted).
+
+    Returns:
+        (files, ignored): files to decode, and (path, reason) for what was passed over.
+    """
+    files: list[str] = []
+    ignored: list[tuple[str, str]] = []
+    for path in paths:
+        if os.path.isdir(path):
+            root = os.path.abspath(path)
+            files.extend(os.path.join(root, rel) for rel, _ in _walk_images(root, root, ignored))
+        else:
+            files.append(path)  # named explicitly: decoding will say if it is not an image
+    return files, ignored
+
+
 def _subdirs(path: str) -> list[str]:
     try:
         entries = sorted(os.scandir(path), key=lambda e: e.name)

@@ -36,7 +36,9 @@ class FeatureExtractor:
         model: Keras model mapping (N, S, S, 3) float pixels in [0, 255] to features.
         spec: the backbone's registry entry.
         image_size: S.
-        layer: name of the tapped backbone layer.
+        layer: the layer asked for, or None for the backbone's final output.
+        tap_name: the name of the tapped layer (Keras numbers some names per
+            session, so only `layer` goes into fingerprints).
         pooling: "avg", "max" or "none" (spatial map kept, or a flat layer).
         include_top: whether the full network (with its classifier top) was built.
         weights: identity of the loaded weights: {"source", "file", "sha256"} or
@@ -47,7 +49,8 @@ class FeatureExtractor:
     model: object
     spec: BackboneSpec
     image_size: int
-    layer: str
+    layer: str | None
+    tap_name: str
     pooling: str
     include_top: bool
     weights: dict
@@ -124,6 +127,8 @@ def _weights_identity(choice: WeightsChoice, seed: int) -> dict:
         return {"source": "none", "seed": int(seed)}
     path = choice.path or keras_cache_path(choice.file_name)
     identity = {"source": choice.source, "file": choice.file_name}
+    if choice.source == "file":
+        identity["path"] = choice.path
     identity["sha256"] = sha256_file(path) if path else f"keras:{choice.file_name}"
     return identity
 
@@ -181,7 +186,7 @@ def build_feature_extractor(
         keras.utils.set_random_seed(int(seed))
     base = _build_base(keras, spec, choice, size, include_top)
     base.trainable = False
-    tapped, layer_name = _tap(keras, base, spec, layer)
+    tapped, tap_name = _tap(keras, base, spec, layer)
 
     inputs = keras.Input((size, size, 3), name="pixels", dtype="float32")
     x = inputs
@@ -192,7 +197,7 @@ def build_feature_extractor(
     spatial = len(x.shape) == 4
     if not spatial and pooling in ("avg", "max"):
         raise UsageError(
-            f"--pooling {pooling} needs a spatial layer; {layer_name} outputs "
+            f"--pooling {pooling} needs a spatial layer; {tap_name} outputs "
             f"{tuple(x.shape[1:])}. Use --pooling none."
         )
     if spatial and (pooling or "avg") == "avg":
@@ -208,7 +213,8 @@ def build_feature_extractor(
         model=model,
         spec=spec,
         image_size=size,
-        layer=layer_name,
+        layer=layer,
+        tap_name=tap_name,
         pooling=resolved_pooling,
         include_top=include_top,
         weights=_weights_identity(choice, seed),
