@@ -176,23 +176,175 @@ def _cmd_layers(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- heads
+def _units(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(",") if u.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not units or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got '{text}'")
+    return units
+
+
+def _add_head_flags(p: argparse.ArgumentParser) -> None:
+    from .heads.base import SPATIAL_MODES
+
+    k = p.add_argument_group("Keras heads (linear, dense256, dense512, sigmoid, mlp)")
+    k.add_argument("--epochs", type=int, help="most epochs (default 30; sgd: 20 passes)")
+    k.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
+    k.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam",
+                   help="adam (default), sgd with momentum 0.9, or rmsprop")
+    k.add_argument("--learning-rate", type=float,
+                   help="default 1e-3 (adam, rmsprop) or 1e-2 (sgd)")
+    k.add_argument("--patience", type=int, default=5,
+                   help="epochs without a lower validation loss before stopping (default 5)")
+    k.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                   help="train all epochs (by default the best validation-loss weights are kept)")
+    k.add_argument("--label-smoothing", type=float, default=0.0)
+    k.add_argument("--units", type=_units, default=(512, 128),
+                   help="mlp hidden layer sizes, e.g. 512,128 (default)")
+    k.add_argument("--dropout", type=float, default=0.5, help="dropout after hidden layers (default 0.5)")
+    k.add_argument("--l2", type=float, default=0.0, help="L2 weight penalty (default 0)")
+    s = p.add_argument_group("scikit-learn heads (logreg, linear-svm, sgd, ridge, knn, random-forest)")
+    s.add_argument("--C", type=float, dest="C", help="inverse regularisation (logreg 1.0, linear-svm 0.01)")
+    s.add_argument("--alpha", type=float, help="regularisation (ridge 1.0, sgd 1e-3)")
+    s.add_argument("--neighbors", type=int, help="knn: neighbours (default 5)")
+    s.add_argument("--trees", type=int, help="random-forest: trees (default 200)")
+    s.add_argument("--scale", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardise features first (default: on for sgd only)")
+    s.add_argument("--pca", type=int, help="reduce to this many PCA components first")
+    s.add_argument("--search", action="store_true",
+                   help="cross-validate the main hyper-parameter (folds in parallel)")
+    s.add_argument("--cv", type=int, default=5, help="folds for --search (default 5)")
+    b = p.add_argument_group("both")
+    b.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")
+    b.add_argument("--spatial", choices=SPATIAL_MODES,
+                   help="how spatial features reach the head (default: flatten for linear, dense256 "
+                        "and sigmoid; avg for the others)")
+    b.add_argument("--seed", type=int, default=0, help="makes training repeat exactly (default 0)")
+    b.add_argument("--max-memory", help="memory for features, e.g. 2GB (default: half of RAM); "
+                                        "larger caches stream from disk")
+    b.add_argument("--shuffle-window", type=int,
+                   help="rows shuffled together per window (default: about 64 MiB of rows)")
+
+
+def _head_options(args):
+    from .heads import HeadOptions
+
+    return HeadOptions(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+        learning_rate=args.learning_rate, early_stopping=args.early_stopping,
+        patience=args.patience, class_weight=args.class_weight,
+        label_smoothing=args.label_smoothing, units=args.units, dropout=args.dropout, l2=args.l2,
+        C=args.C, alpha=args.alpha, neighbors=args.neighbors, trees=args.trees, scale=args.scale,
+        pca=args.pca, search=args.search, cv=args.cv, spatial=args.spatial,
+        shuffle_window=args.shuffle_window, seed=args.seed)
+
+
+def _cmd_train_head(args) -> int:
+    from .report import train_summary
+    from .train import train_head
+
+    with _stdout_for_json(args.json):
+        summary = train_head(args.cache, args.model, args.out, _head_options(args),
+                             train_split=args.train_split, val_split=args.val_split,
+                             max_memory=args.max_memory,
+                             progress=False if (args.quiet or args.json) else None)
+    if args.json:
+        _print_json(summary.to_json())
+    elif not args.quiet:
+        print(train_summary(summary))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .report import metrics_text
+    from .train import evaluate
+
+    with _stdout_for_json(args.json):
+        metrics = evaluate(args.model, args.cache, args.split, trust=args.trust)
+    if args.json:
+        _print_json(metrics)
+    else:
+        print(metrics_text(metrics, f"featcache evaluate: {metrics['head']} on {args.cache} "
+                                    f"[{args.split}]"))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .predict import predict_images
+
+    with _stdout_for_json(args.json):
+        results = predict_images(args.model, args.inputs, top_k=args.top_k,
+                                 weights_dir=args.weights_dir, weights=args.weights,
+                                 batch_size=args.batch_size, trust=args.trust)
+    if args.json:
+        _print_json(results)
+    else:
+        for row in results:
+            if "error" in row:
+                print(f"{row['path']}: ERROR {row['error']}")
+            else:
+                ranked = "  ".join(f"{c['label']} {c['score']:.3f}" for c in row["top_k"])
+                print(f"{row['path']}: {ranked}")
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"featcache: {len(failed)} of {len(results)} file(s) could not be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_model
+
+    with _stdout_for_json(args.json):
+        info = export_model(args.model, args.out, weights_dir=args.weights_dir,
+                            weights=args.weights, trust=args.trust)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"featcache export: wrote {info['model']} ({info['backbone']} + {info['head']}, "
+              f"{len(info['class_names'])} classes); classes and input format in {info['sidecar']}")
+    return 0
+
+
+def _cmd_heads(args) -> int:
+    from .heads import HEADS, list_heads
+
+    rows = [{"name": n, "kind": HEADS[n].kind, "description": HEADS[n].description,
+             "streams_from_disk": HEADS[n].streamable, "exportable": HEADS[n].exportable}
+            for n in list_heads()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        flags = ", ".join(f for f, on in (("streams", row["streams_from_disk"]),
+                                           ("exports", row["exportable"])) if on)
+        print(f"{row['name']:<14} {row['kind']:<8} {row['description']}" + (f"  [{flags}]" if flags else ""))
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
     from .demo import run_demo
-    from .report import extract_summary
+    from .report import extract_summary, train_summary
 
-    print("featcache demo: MobileNet features of 350 CIFAR-10 images shipped with featcache",
-          file=sys.stderr)
+    print("featcache demo: MobileNet features of 350 CIFAR-10 images shipped with featcache, "
+          "then a logistic-regression head", file=sys.stderr)
     with _stdout_for_json(args.json):
-        summary = run_demo(out=args.out, weights_dir=args.weights_dir,
-                           progress=False if args.json else None)
+        result = run_demo(out=args.out, weights_dir=args.weights_dir,
+                          progress=False if args.json else None)
     if args.json:
-        _print_json(summary.to_json())
+        _print_json(result.to_json())
         return 0
-    print(extract_summary(summary))
-    print(f"\nNext: load the features in Python with "
-          f"featcache.load_features('{summary.cache}', 'train'), "
-          f"or inspect them with: featcache info {summary.cache}")
+    print(extract_summary(result.extraction))
+    print()
+    print(train_summary(result.training))
+    head = result.training.out
+    print(f"\nNext: look at {head}/confusion_matrix.png, classify images with\n"
+          f"  featcache predict --model {head} IMAGE_OR_FOLDER\n"
+          f"or try another head: featcache heads")
     return 0
 
 
@@ -232,6 +384,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_layers)
+
+    p = sub.add_parser("train-head", help="train a head on cached features",
+                       description="Train a Keras or scikit-learn head on a cache and write the "
+                                   "model, metrics, history and plots to --out.")
+    p.add_argument("--cache", required=True, help="cache folder from featcache extract")
+    p.add_argument("--model", required=True, help="head name (see `featcache heads`)")
+    p.add_argument("--out", required=True, help="folder for the trained head")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val", help="split for early stopping and metrics")
+    _add_head_flags(p)
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_cmd_train_head)
+
+    p = sub.add_parser("evaluate", help="score a trained head on a split of a cache")
+    p.add_argument("--model", required=True, help="head folder from featcache train-head")
+    p.add_argument("--cache", required=True, help="cache made the same way as the training cache")
+    p.add_argument("--split", default="val")
+    p.add_argument("--trust", action="store_true", help="load a scikit-learn pickle featcache did "
+                                                        "not write for you")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files with a trained head")
+    p.add_argument("--model", required=True, help="head folder from featcache train-head")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--weights-dir", help="offline weights folder (default: $FEATCACHE_WEIGHTS_DIR)")
+    p.add_argument("--weights", help="weights file, for heads whose cache used --weights PATH")
+    p.add_argument("--trust", action="store_true")
+    p.add_argument("--json", action="store_true", help="per image: path, label, score, top_k")
+    p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("export", help="write backbone + head as one Keras model")
+    p.add_argument("--model", required=True, help="head folder from featcache train-head")
+    p.add_argument("--out", required=True, help="the .keras file to write")
+    p.add_argument("--weights-dir", help="offline weights folder (default: $FEATCACHE_WEIGHTS_DIR)")
+    p.add_argument("--weights", help="weights file, for heads whose cache used --weights PATH")
+    p.add_argument("--trust", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_export)
+
+    p = sub.add_parser("heads", help="list the heads featcache can train")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_heads)
 
     p = sub.add_parser("demo", help="run the whole job on the built-in CIFAR-10 sample")
     p.add_argument("--out", default="featcache-demo", help="output folder (default featcache-demo)")

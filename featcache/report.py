@@ -65,7 +65,9 @@ def cache_info(manifest: dict) -> str:
         for k, v in manifest["splits"].items())
     v = fp["versions"]
     pairs = [
-        ("backbone", f"{fp['backbone']} ({fp['builder']}), layer {fp['layer']}, pooling {fp['pooling']}"),
+        ("backbone", f"{fp['backbone']} ({fp['builder']}), "
+                     f"layer {fp['layer'] or manifest.get('extraction', {}).get('tap', 'final output')}, "
+                     f"pooling {fp['pooling']}"),
         ("input", f"{fp['input_size'][0]}x{fp['input_size'][1]}, {fp['resize']['method']} "
                   f"{fp['resize']['aspect']}, preprocessing {fp['preprocessing']['mode']}"),
         ("features", f"{shape_text(fp['feature_shape'])} {fp['dtype']} per image"),
@@ -80,3 +82,50 @@ def cache_info(manifest: dict) -> str:
         ("updated", manifest.get("updated", "?")),
     ]
     return _rows(pairs)
+
+
+def _class_table(metrics: dict) -> list[str]:
+    names = metrics["class_names"]
+    width = max(8, *(len(n) for n in names))
+    lines = [f"  {'class'.ljust(width)}  precision  recall     f1  support"]
+    for name in names:
+        m = metrics["per_class"][name]
+        lines.append(f"  {name.ljust(width)}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}"
+                     f"  {m['support']:7d}")
+    if len(names) <= 12:
+        lines.append("  confusion matrix (rows: true class, columns: predicted)")
+        cell = max(5, *(len(str(v)) for row in metrics["confusion_matrix"] for v in row))
+        for name, row in zip(names, metrics["confusion_matrix"]):
+            lines.append(f"  {name.ljust(width)}  " + " ".join(str(v).rjust(cell) for v in row))
+    return lines
+
+
+def metrics_text(metrics: dict, title: str) -> str:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix as text."""
+    summary = (f"  accuracy {metrics['accuracy']:.4f} on {metrics['rows']} rows"
+               + (f" · top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
+               + f" · macro F1 {metrics['macro_f1']:.4f} · log loss {metrics['log_loss']:.4f}")
+    return "\n".join([title, summary, *_class_table(metrics)])
+
+
+def train_summary(s) -> str:
+    """One screen for `featcache train-head`."""
+    where = "in memory" if s.in_memory else "streamed from disk"
+    head = f"featcache train-head: {s.head} (train {s.train_rows} · val {s.val_rows}, {where})"
+    accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None
+                else "no validation split: scores below are on train (optimistic)")
+    training = f"{s.seconds:.1f} s"
+    if "epochs_run" in s.notes:
+        training += f", {s.notes['epochs_run']} epochs"
+        if s.notes.get("best_epoch") is not None:
+            training += f", kept epoch {s.notes['best_epoch'] + 1} (lowest validation loss)"
+    if "top5_accuracy" in s.metrics:
+        accuracy += f", top-5 {s.metrics['top5_accuracy']:.4f}"
+    pairs = [("accuracy", f"{accuracy} (train {s.train_accuracy:.4f})"),
+             ("training", training),
+             ("wrote", f"{s.out}: {', '.join(s.files)}")]
+    if "search" in s.notes:
+        found = s.notes["search"]
+        pairs.append(("search", f"best {found['param']} = {found['best']} "
+                                f"({found['folds']}-fold CV over {found['grid']})"))
+    return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
