@@ -47,9 +47,30 @@ def data_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_weights_dir(monkeypatch):
-    """Tests pass weights folders explicitly; an inherited variable must not leak in."""
+def _isolated_environment(monkeypatch, tmp_path_factory):
+    """Tests pass weights folders explicitly, and keep their trust store to themselves."""
     monkeypatch.delenv("FEATCACHE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("FEATCACHE_TRUST_STORE",
+                       str(tmp_path_factory.getbasetemp() / "trusted-models.txt"))
+
+
+@pytest.fixture(scope="session")
+def mobilenet_cache(tmp_path_factory, data_root, weights_dir):
+    """Factory: a MobileNet (real weights, 224 px, avg pooling) cache of a real dataset, built once."""
+    from featcache.extract import ExtractOptions, extract
+
+    built: dict[str, str] = {}
+
+    def get(dataset: str, **options) -> str:
+        key = dataset + repr(sorted(options.items()))
+        if key not in built:
+            out = tmp_path_factory.mktemp(f"cache-{dataset}")
+            extract(ExtractOptions(data=str(data_root / dataset), out=str(out), backbone="mobilenet",
+                                   weights_dir=str(weights_dir), progress=False, **options))
+            built[key] = str(out)
+        return built[key]
+
+    return get
 
 
 def solid_image(color, size=(40, 30), mode="RGB") -> Image.Image:

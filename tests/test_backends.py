@@ -33,6 +33,7 @@ print(json.dumps({"backend": keras.backend.backend(), "rows": summary.splits,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_extraction_runs_without_tensorflow_and_matches_it(backend, data_root, weights_dir, tmp_path):
     if importlib.util.find_spec(backend) is None:

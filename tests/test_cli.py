@@ -109,7 +109,10 @@ def test_demo_runs_the_main_job_on_the_shipped_sample(tmp_path, weights_dir):
                    env={"FEATCACHE_WEIGHTS_DIR": str(weights_dir)})
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["splits"] == {"train": 250, "val": 100} and summary["skipped"] == []
+    assert summary["extract"]["splits"] == {"train": 250, "val": 100}
+    assert summary["extract"]["skipped"] == []
+    assert summary["train_head"]["val_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert {"model.joblib", "confusion_matrix.png"} <= set(os.listdir(tmp_path / "demo" / "head"))
 
 
 def test_backbones_and_layers_listings(capsys):
