@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Head zoo: every head, default options, on the same cached features.
+
+For each dataset, features are extracted once (or the cache reused), then
+every head is trained with its defaults (seed 0) --runs times. Reported:
+validation accuracy (identical across runs: training is seeded), median fit
+seconds, median prediction time per 1,000 rows, and the model file's bytes.
+
+    python benchmarks/head_zoo.py --data ../shared/data/hymenoptera ../shared/data/cats_dogs \
+        --backbone mobilenet --weights-dir ../shared/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, machine_line, markdown_table, median, shared_path, write_results  # noqa: E402
+
+import featcache  # noqa: E402
+from featcache.artifacts import load_head  # noqa: E402
+from featcache.extract import ExtractOptions, extract  # noqa: E402
+from featcache.heads import HeadOptions, list_heads  # noqa: E402
+from featcache.train import train_head  # noqa: E402
+
+
+def cache_for(data: str, backbone: str, pooling: str, weights_dir: str | None, root: str) -> str:
+    name = f"{os.path.basename(data.rstrip('/'))}-{backbone}-{pooling}"
+    out = os.path.join(root, name)
+    extract(ExtractOptions(data=data, out=out, backbone=backbone, pooling=pooling,
+                           weights_dir=weights_dir, progress=False))
+    return out
+
+
+def predict_ms_per_1000(head, features: np.ndarray, repeats: int = 5) -> float:
+    rows = np.resize(features, (1000, *features.shape[1:]))
+    head.predict_proba(rows[:10])  # warm-up (Keras traces its predict function once)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        head.predict_proba(rows)
+        times.append(time.perf_counter() - start)
+    return 1000 * median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--data", nargs="+", default=[p for p in (
+        shared_path("data", "hymenoptera"), shared_path("data", "cats_dogs")) if p])
+    parser.add_argument("--backbone", default="mobilenet")
+    parser.add_argument("--pooling", default="avg")
+    parser.add_argument("--weights-dir", default=shared_path("weights"))
+    parser.add_argument("--heads", nargs="+", default=list_heads())
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cache-root", default=os.path.join(tempfile.gettempdir(), "featcache-bench"))
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+
+    rows = []
+    for data in args.data:
+        dataset = os.path.basename(data.rstrip("/"))
+        cache = cache_for(data, args.backbone, args.pooling, args.weights_dir, args.cache_root)
+        val = featcache.load_features(cache, "val", dtype="float32")
+        n_classes = len(val.class_names)
+        for name in args.heads:
+            if name == "sigmoid" and n_classes != 2:
+                continue
+            seconds, accuracy = [], None
+            with tempfile.TemporaryDirectory() as tmp:
+                for run in range(args.runs):
+                    summary = train_head(cache, name, os.path.join(tmp, f"{name}-{run}"),
+                                         HeadOptions(), progress=False)
+                    seconds.append(summary.seconds)
+                    accuracy = summary.val_accuracy
+                head, config, _ = load_head(summary.out)
+                model_bytes = os.path.getsize(os.path.join(summary.out, config["model_file"]))
+                latency = predict_ms_per_1000(head, val.features)
+            rows.append({"dataset": dataset, "backbone": args.backbone, "pooling": args.pooling,
+                         "head": name, "val_accuracy": round(accuracy, 4),
+                         "fit_seconds": round(median(seconds), 2),
+                         "predict_ms_per_1000": round(latency, 1), "model_bytes": model_bytes,
+                         "epochs_run": summary.notes.get("epochs_run", "")})
+            print(rows[-1], flush=True)
+
+    meta = {"machine": machine(), "runs": args.runs, "command": " ".join(["python", *sys.argv])}
+    columns = [("dataset", "dataset"), ("backbone", "backbone"), ("head", "head"),
+               ("val_accuracy", "val accuracy"), ("fit_seconds", "fit s (median)"),
+               ("predict_ms_per_1000", "predict ms / 1000 rows"), ("model_bytes", "model bytes"),
+               ("epochs_run", "epochs run")]
+    text = (f"# Head zoo: {args.backbone} features ({args.pooling} pooling), default options, seed 0\n\n"
+            f"{machine_line(meta)}\n\nCommand: `{meta['command']}`\n\n" + markdown_table(rows, columns))
+    name = args.name or f"head_zoo_{args.backbone}_{args.pooling}"
+    write_results(name, meta, rows, text)
+
+
+if __name__ == "__main__":
+    main()
