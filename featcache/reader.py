@@ -207,11 +207,10 @@ class Schedule:
         while start < stop:
             lo, hi = int(self._bounds[w]), int(self._bounds[w + 1])
             take = self._windows[w].order[start - lo:min(stop, hi) - lo]
-            positions = np.searchsorted(self._windows[w].rows, take)
             if self.data.in_memory:
                 parts.append(self.data.read_rows(take))
-            else:
-                parts.append(self._window(w)[positions])
+            else:  # the window was read in sorted row order
+                parts.append(self._window(w)[np.searchsorted(self._windows[w].rows, take)])
             rows.append(take)
             start = min(stop, hi)
             w += 1

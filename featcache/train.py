@@ -76,11 +76,13 @@ def _plan_memory(cache: FeatureCache, train_split: str, val_split: str | None, b
             f"--model {spec.name} needs the features in memory ({human_size(need)} as float32) "
             f"but --max-memory is {human_size(budget)}. Raise --max-memory, or use --model sgd "
             "or a Keras head, which train from disk.")
-    window = 2 * row * window_rows_for(row, options.batch_size, options.shuffle_window)
-    if window > budget:
+    # streaming keeps two windows of the training split and two of the validation split
+    windows = 4 if val_split else 2
+    need = windows * row * window_rows_for(row, options.batch_size, options.shuffle_window)
+    if need > budget:
         raise UsageError(
-            f"--max-memory {human_size(budget)} cannot hold two shuffle windows "
-            f"({human_size(window)}); raise it or lower --shuffle-window.")
+            f"--max-memory {human_size(budget)} cannot hold {windows} shuffle windows "
+            f"({human_size(need)}); raise it or lower --shuffle-window and --batch-size.")
     return False
 
 
@@ -113,11 +115,11 @@ def train_head(cache_path: str, model: str, out: str, options: HeadOptions | Non
     if len(cache.class_names) < 2:
         raise UsageError(f"{cache_path}: only one class ({cache.class_names[0]}); "
                          "a classifier needs at least two.")
-    out = prepare_out_folder(out)
     budget = parse_size(max_memory) or default_memory_budget()
     head = create_head(spec.name, options, cache.class_names, cache.feature_shape)
     head.progress = progress
     in_memory = _plan_memory(cache, train_split, val_split, budget, spec, head.options)
+    out = prepare_out_folder(out)
     train = FeatureSplit(cache, train_split, in_memory)
     val = FeatureSplit(cache, val_split, in_memory) if val_split else None
     try:

@@ -65,7 +65,7 @@ def test_same_seed_same_keras_head_and_other_seed_differs(mobilenet_cache, tmp_p
 @pytest.mark.parametrize("name", ["dense256", "sgd"])
 def test_streamed_under_a_small_budget_equals_in_memory(name, mobilenet_cache, tmp_path):
     cache = mobilenet_cache("tiny_flowers5")  # 70 rows of 4 KiB: 280 KiB as float32
-    options = HeadOptions(epochs=3, seed=3, shuffle_window=16)
+    options = HeadOptions(epochs=3, seed=3, shuffle_window=8, batch_size=8)
     memory = train_head(cache, name, str(tmp_path / "memory"), options, progress=False)
     streamed = train_head(cache, name, str(tmp_path / "streamed"), options, max_memory="270KB",
                           progress=False)
@@ -80,7 +80,7 @@ def test_in_memory_only_heads_say_so_under_a_small_budget(mobilenet_cache, tmp_p
     with pytest.raises(UsageError, match=r"--model logreg needs the features in memory .*--model sgd"):
         train_head(mobilenet_cache("tiny_flowers5"), "logreg", str(tmp_path / "h"),
                    max_memory="100KB", progress=False)
-    with pytest.raises(UsageError, match="cannot hold two shuffle windows"):
+    with pytest.raises(UsageError, match="cannot hold 4 shuffle windows"):
         train_head(mobilenet_cache("tiny_flowers5"), "dense256", str(tmp_path / "h"),
                    HeadOptions(shuffle_window=64), max_memory="100KB", progress=False)
 

@@ -141,7 +141,7 @@ class KerasHead(Head):
         val_batches = None
         if val is not None and val.n_rows:
             val_batches = _make_sequence(
-                keras, Schedule(val, max(o.batch_size, 256), shuffle=False, window_rows=o.shuffle_window),
+                keras, Schedule(val, o.batch_size, shuffle=False, window_rows=o.shuffle_window),
                 self.n_classes, self.binary, None)
         callbacks = [_epoch_bar(keras, o.epochs, self.progress)]
         stopper = None
