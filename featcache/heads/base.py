@@ -159,6 +159,14 @@ class Head(ABC):
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def keras_input(self, keras):
+        """(inputs, x): a Keras input for one feature row and its spatial reduction."""
+        inputs = keras.Input(self.feature_shape, name="features")
+        layer = {"flatten": lambda: keras.layers.Flatten(name="flatten"),
+                 "avg": lambda: keras.layers.GlobalAveragePooling2D(name="avg_pool"),
+                 "max": lambda: keras.layers.GlobalMaxPooling2D(name="max_pool")}.get(self.spatial)
+        return inputs, (layer()(inputs) if layer else inputs)
+
     @abstractmethod
     def fit(self, train, val=None) -> FitResult:
         """Train on a `featcache.reader.FeatureSplit` (val optional)."""

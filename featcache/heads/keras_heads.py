@@ -93,14 +93,7 @@ class KerasHead(Head):
         keras = import_keras()
         o = self.options
         regularizer = keras.regularizers.L2(o.l2) if o.l2 else None
-        inputs = keras.Input(self.feature_shape, name="features")
-        x = inputs
-        if self.spatial == "flatten":
-            x = keras.layers.Flatten(name="flatten")(x)
-        elif self.spatial == "avg":
-            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif self.spatial == "max":
-            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        inputs, x = self.keras_input(keras)
         hidden = {"linear": (), "sigmoid": (), "dense256": (256,), "dense512": (512,),
                   "mlp": tuple(o.units)}[self.spec.name]
         for i, units in enumerate(hidden):

@@ -205,14 +205,7 @@ class SklearnHead(Head):
 
         keras = import_keras()
         W, b = self.affine()
-        inputs = keras.Input(self.feature_shape, name="features")
-        x = inputs
-        if self.spatial == "flatten":
-            x = keras.layers.Flatten(name="flatten")(x)
-        elif self.spatial == "avg":
-            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif self.spatial == "max":
-            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        inputs, x = self.keras_input(keras)
         dense = keras.layers.Dense(self.n_classes, activation="softmax", name="probabilities")
         outputs = dense(x)
         dense.set_weights([W.astype("float32"), b.astype("float32")])
