@@ -125,6 +125,9 @@ def load_head(folder: str, trust: bool = False) -> tuple[Head, dict, dict]:
     """
     folder = os.path.abspath(folder)
     config, fingerprint = read_head_files(folder)
+    if is_end_to_end(config):
+        raise UsageError(f"--model {folder} is a fine-tuned model (backbone and head together); "
+                         "this command needs a head folder from featcache train-head.")
     spec = get_head_spec(config["head"])
     options = HeadOptions.from_json(config["options"])
     head = create_head(spec.name, options, config["class_names"], tuple(config["feature_shape"]))
@@ -143,3 +146,25 @@ def load_head(folder: str, trust: bool = False) -> tuple[Head, dict, dict]:
                 "pickle can run arbitrary code. If you trust its source, pass --trust.")
     head.load(folder, config["model_file"])
     return head, config, fingerprint
+
+
+def is_end_to_end(config: dict) -> bool:
+    """Whether a model folder holds a fine-tuned pixels-to-probabilities model."""
+    return config.get("kind") == "finetuned"
+
+
+def load_end_to_end(folder: str, config: dict, trust: bool = False):
+    """Load a fine-tuned folder's Keras model (safe mode), checking its sha256.
+
+    Raises:
+        UsageError: the model file is missing or changed since featcache wrote it.
+    """
+    from ._keras import import_keras
+
+    path = os.path.join(os.path.abspath(folder), config["model_file"])
+    if not os.path.isfile(path):
+        raise UsageError(f"--model {folder}: {config['model_file']} is missing.")
+    if not trust and sha256_file(path) != config.get("model_sha256"):
+        raise UsageError(f"{path} changed since featcache wrote it (sha256 differs from "
+                         f"{CONFIG_FILE}). Pass --trust if you know where it came from.")
+    return import_keras().models.load_model(path, safe_mode=True)

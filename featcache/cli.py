@@ -325,6 +325,28 @@ def _cmd_heads(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- finetune
+def _cmd_finetune(args) -> int:
+    from .finetune import FinetuneOptions, finetune
+    from .report import finetune_summary
+
+    options = FinetuneOptions(
+        unfreeze_top=args.unfreeze_top, unfreeze_from=args.unfreeze_from, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        early_stopping=args.early_stopping, patience=args.patience, augment=args.augment,
+        class_weight=args.class_weight, mixed_precision=args.mixed_precision,
+        val_split=args.val_split, test_split=args.test_split, seed=args.seed, workers=args.workers)
+    with _stdout_for_json(args.json):
+        summary = finetune(args.data, args.head, args.out, options, resume=args.resume,
+                           weights_dir=args.weights_dir, weights=args.weights,
+                           progress=False if (args.quiet or args.json) else None, trust=args.trust)
+    if args.json:
+        _print_json(summary.to_json())
+    elif not args.quiet:
+        print(finetune_summary(summary))
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
     from .demo import run_demo
@@ -427,6 +449,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_export)
 
+    p = sub.add_parser("finetune", help="fine-tune the top of the backbone with a trained head",
+                       description="Build augmentation + preprocessing + backbone + trained head as "
+                                   "one model, unfreeze the top of the backbone and train end to end "
+                                   "with a small learning rate. Interrupted? Rerun with --resume.")
+    p.add_argument("--data", required=True, help="image folder or CSV/TSV list, as for extract")
+    p.add_argument("--head", required=True, help="head folder from featcache train-head")
+    p.add_argument("--out", required=True, help="folder for the fine-tuned model")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--unfreeze-top", type=int,
+                   help="train the backbone's last N conv/dense layers; BatchNorm stays frozen (default 0: head only)")
+    g.add_argument("--unfreeze-from", help="train from this backbone layer up, e.g. block5_conv1")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam")
+    p.add_argument("--learning-rate", type=float,
+                   help="default 1e-5 (adam, rmsprop) or 1e-4 (sgd, momentum 0.9)")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false")
+    p.add_argument("--augment", default="flip,rotation=0.1,zoom=0.1,translation=0.1",
+                   help="augmentation while training (default: %(default)s; 'none' to turn off)")
+    p.add_argument("--class-weight", choices=["balanced"])
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="float16 compute with float32 weights (for GPUs; slow on most CPUs)")
+    p.add_argument("--val-split", type=float, default=0.0)
+    p.add_argument("--test-split", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="decoding threads")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--weights-dir", help="offline weights folder (default: $FEATCACHE_WEIGHTS_DIR)")
+    p.add_argument("--weights", help="weights file, for heads whose cache used --weights PATH")
+    p.add_argument("--trust", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_cmd_finetune)
+
     p = sub.add_parser("heads", help="list the heads featcache can train")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_heads)
@@ -455,8 +512,10 @@ def _run(args) -> int:
         print(f"featcache: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("featcache: interrupted. Finished shards are kept; run the same command again "
-              "to resume.", file=sys.stderr)
+        hint = {"extract": " Finished shards are kept; run the same command again to resume.",
+                "demo": " Finished shards are kept; run it again to resume.",
+                "finetune": " Finished epochs are checkpointed; add --resume to continue."}
+        print(f"featcache: interrupted.{hint.get(args.command, '')}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -44,6 +44,8 @@ class FeatureExtractor:
         weights: identity of the loaded weights: {"source", "file", "sha256"} or
             {"source": "none", "seed"}.
         feature_shape: shape of one row of features.
+        backbone: the Keras model from the backbone's input to the tap, nested in
+            `model`; fine-tuning unfreezes its top layers (see finetune.py).
     """
 
     model: object
@@ -55,6 +57,7 @@ class FeatureExtractor:
     include_top: bool
     weights: dict
     feature_shape: tuple[int, ...] = field(default=())
+    backbone: object = None
 
     def describe(self) -> dict:
         """The fields of this extractor that shape the features, as JSON-able data."""
@@ -219,4 +222,5 @@ def build_feature_extractor(
         include_top=include_top,
         weights=_weights_identity(choice, seed),
         feature_shape=tuple(int(d) for d in x.shape[1:]),
+        backbone=tapped,
     )

@@ -129,3 +129,18 @@ def train_summary(s) -> str:
         pairs.append(("search", f"best {found['param']} = {found['best']} "
                                 f"({found['folds']}-fold CV over {found['grid']})"))
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
+
+
+def finetune_summary(s) -> str:
+    """One screen for `featcache finetune`."""
+    epochs = f"epochs {s.first_epoch}-{s.first_epoch + s.epochs_run - 1}" if s.epochs_run else "no epochs"
+    resumed = f", resumed after epoch {s.first_epoch + s.resumed_from - 1}" if s.resumed_from else ""
+    head = (f"featcache finetune: {len(s.trainable_layers)} backbone layer(s) unfrozen, "
+            f"{epochs}{resumed}")
+    accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None else "no validation split")
+    if s.head_val_accuracy is not None:
+        accuracy += f" (the head alone, frozen features: {s.head_val_accuracy:.4f})"
+    pairs = [("accuracy", accuracy), ("training", f"{s.seconds:.1f} s"),
+             ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
+                       "confusion_matrix.png")]
+    return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])

@@ -368,6 +368,16 @@ class FeatureCache:
             raise CacheError(f"{path}: shard does not match the manifest. Run featcache verify.")
         return f
 
+    def index(self, split: str) -> tuple[list[str], np.ndarray]:
+        """Paths (relative to the data root) and labels of a split, without its features."""
+        paths: list[str] = []
+        labels = []
+        for shard in self.shards(split):
+            with self.open_shard(shard) as f:
+                paths.extend(_decode_path(p) for p in f["paths"][:])
+                labels.append(f["labels"][:])
+        return paths, (np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32))
+
     def read(self, split: str, dtype: str | None = None) -> Features:
         """Load every row of a split into memory."""
         shards = self.shards(split)

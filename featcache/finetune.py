@@ -1,0 +1,413 @@
+"""Fine-tune the top of the backbone end to end, starting from a trained head.
+
+The two-phase recipe: the head was trained on frozen features (seconds, from
+the cache); now one Keras model is built — augmentation layers, the
+backbone's preprocessing, the backbone exactly as the head's cache was made,
+and the head initialised from its trained weights — the top of the backbone
+is unfrozen and the whole trains with a small learning rate. BatchNorm layers
+stay frozen, which in Keras 3 also keeps them in inference mode: they go on
+normalising with their ImageNet statistics. (Calling the base with
+training=False is not enough in Keras 3: a Functional model passes fit's
+training=True down to nested models, keras-team/keras#20285.) Every epoch writes a checkpoint; `resume=True` continues an
+interrupted run from its last finished epoch, in the same data order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import __version__
+from ._keras import import_keras
+from .artifacts import (
+    CONFIG_FILE,
+    FINGERPRINT_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    load_head,
+    prepare_out_folder,
+    read_head_files,
+)
+from .dataset import load_dataset
+from .errors import UsageError
+from .fileio import read_json, sha256_file, write_json_atomic
+from .heads.base import class_weights
+from .metrics import classification_metrics
+from .pipeline import Item
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+MODEL_FILE = "model.keras"
+AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
+DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.1,translation=0.1"
+LEARNING_RATES = {"adam": 1e-5, "sgd": 1e-4, "rmsprop": 1e-5}
+
+
+@dataclass
+class FinetuneOptions:
+    """Options of `featcache finetune`; see the CLI help for each."""
+
+    unfreeze_top: int | None = None
+    unfreeze_from: str | None = None
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    early_stopping: bool = True
+    patience: int = 3
+    augment: str | None = DEFAULT_AUGMENT
+    class_weight: str | None = None
+    mixed_precision: bool = False
+    val_split: float = 0.0
+    test_split: float = 0.0
+    seed: int = 0
+    workers: int | None = None
+
+    def validate(self) -> None:
+        if self.unfreeze_top is not None and self.unfreeze_from is not None:
+            raise UsageError("Pass --unfreeze-top or --unfreeze-from, not both.")
+        if self.unfreeze_top is not None and self.unfreeze_top < 0:
+            raise UsageError(f"--unfreeze-top {self.unfreeze_top}: must be 0 or more.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError("--epochs and --batch-size must be at least 1.")
+        if self.optimizer not in LEARNING_RATES:
+            raise UsageError(f"--optimizer {self.optimizer}: allowed values are "
+                             f"{', '.join(LEARNING_RATES)}.")
+        parse_augment(self.augment)
+
+
+def parse_augment(text: str | None) -> dict[str, float]:
+    """'flip,rotation=0.1' -> {"flip": 1.0, "rotation": 0.1}; None or 'none' -> {}."""
+    if not text or text.strip().lower() == "none":
+        return {}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        if name not in AUGMENTATIONS:
+            raise UsageError(f"--augment {text}: unknown '{name}'; use {', '.join(AUGMENTATIONS)} "
+                             "(with =FACTOR for rotation, zoom and translation) or none.")
+        try:
+            out[name] = float(value) if value else (1.0 if name == "flip" else 0.1)
+        except ValueError:
+            raise UsageError(f"--augment {text}: '{value}' is not a number.") from None
+    return out
+
+
+def augmentation_layers(keras, augment: dict[str, float], seed: int) -> list:
+    """Built-in Keras augmentation layers; they act only while training."""
+    layers = []
+    if "flip" in augment:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"))
+    if "rotation" in augment:
+        layers.append(keras.layers.RandomRotation(augment["rotation"], seed=seed + 1,
+                                                  name="augment_rotation"))
+    if "zoom" in augment:
+        layers.append(keras.layers.RandomZoom(augment["zoom"], seed=seed + 2, name="augment_zoom"))
+    if "translation" in augment:
+        t = augment["translation"]
+        layers.append(keras.layers.RandomTranslation(t, t, seed=seed + 3, name="augment_translation"))
+    return layers
+
+
+def set_trainable(backbone, unfreeze_top: int | None, unfreeze_from: str | None) -> list[str]:
+    """Unfreeze the top of the backbone; returns the names of the layers with weights that train.
+
+    `unfreeze_top` counts the backbone's last layers that hold weights (so
+    activations, pooling and BatchNorm do not use up the count); `unfreeze_from`
+    names the first layer to train. The rest stays frozen, and so does every
+    BatchNorm layer: frozen, it runs in inference mode even inside fit, so its
+    moving statistics never drift towards small fine-tuning batches.
+    """
+    keras = import_keras()
+    layers = backbone.layers
+    is_bn = [isinstance(layer, keras.layers.BatchNormalization) for layer in layers]
+    weighted = [i for i, layer in enumerate(layers) if layer.weights and not is_bn[i]]
+    if unfreeze_from is not None:
+        names = [layer.name for layer in layers]
+        if unfreeze_from not in names:
+            import difflib
+
+            close = difflib.get_close_matches(unfreeze_from, names, n=4, cutoff=0.5)
+            raise UsageError(f"--unfreeze-from {unfreeze_from}: the backbone has no such layer."
+                             + (f" Close matches: {', '.join(close)}." if close else ""))
+        start = names.index(unfreeze_from)
+    else:
+        n = 0 if unfreeze_top is None else unfreeze_top
+        start = weighted[-n] if 0 < n <= len(weighted) else (0 if n > len(weighted) else len(layers))
+    backbone.trainable = True
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= start and not is_bn[i]
+    return [layer.name for i, layer in enumerate(layers) if i >= start and layer.trainable_weights]
+
+
+def build_model(extractor, head_model, options: FinetuneOptions):
+    """Augmentation, preprocessing and backbone, then the head: one compiled Keras model.
+
+    Returns:
+        (model, names of the backbone layers that train).
+    """
+    keras = import_keras()
+    size = extractor.image_size
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = inputs
+    for layer in augmentation_layers(keras, parse_augment(options.augment), options.seed):
+        x = layer(x)
+    outputs = head_model(extractor.model(x))
+    if options.mixed_precision:  # keep the probabilities (and the loss) in float32
+        outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities_f32")(outputs)
+    model = keras.Model(inputs, outputs, name=f"finetuned_{extractor.spec.name}")
+    trainable = set_trainable(extractor.backbone, options.unfreeze_top, options.unfreeze_from)
+    lr = options.learning_rate or LEARNING_RATES[options.optimizer]
+    optimizer = {"adam": lambda: keras.optimizers.Adam(lr),
+                 "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
+                 "rmsprop": lambda: keras.optimizers.RMSprop(lr)}[options.optimizer]()
+    # compiled after the trainable flags are set, so the optimizer sees exactly those weights
+    model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    return model, trainable
+
+
+@dataclass
+class FinetuneSummary:
+    out: str
+    val_accuracy: float | None
+    head_val_accuracy: float | None
+    seconds: float
+    epochs_run: int
+    first_epoch: int
+    trainable_layers: list[str]
+    resumed_from: int | None
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"out": self.out, "val_accuracy": self.val_accuracy,
+                "head_val_accuracy": self.head_val_accuracy, "seconds": round(self.seconds, 3),
+                "epochs_run": self.epochs_run, "first_epoch": self.first_epoch,
+                "trainable_layers": len(self.trainable_layers), "resumed_from": self.resumed_from,
+                "top5_accuracy": self.metrics.get("top5_accuracy")}
+
+
+def _items(dataset, class_names: list[str], split: str) -> list[Item]:
+    index = {name: i for i, name in enumerate(class_names)}
+    return [Item(0, dataset.abspath(r), r.path, index[r.label])
+            for r in dataset.records if r.split == split]
+
+
+def _save_model_atomic(model, path: str) -> None:
+    tmp = f"{path[:-len('.keras')]}-{os.getpid()}.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool):
+    """Saves last/best models and the run state each epoch; stops after `patience` bad epochs."""
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in logs.items():
+                state["history"].setdefault(key, []).append(value)
+            state["epochs_done"] += 1
+            monitored = logs.get("val_loss", logs.get("loss"))
+            if state["best_loss"] is None or monitored < state["best_loss"]:
+                state["best_loss"], state["best_epoch"], state["wait"] = monitored, epoch, 0
+                _save_model_atomic(self.model, os.path.join(folder, "best.keras"))
+            else:
+                state["wait"] += 1
+            _save_model_atomic(self.model, os.path.join(folder, "last.keras"))
+            write_json_atomic(os.path.join(folder, STATE_FILE), state)
+            if early_stopping and "val_loss" in logs and state["wait"] >= patience:
+                self.model.stop_training = True
+
+    return Checkpoint()
+
+
+@dataclass
+class _Setup:
+    """What a fine-tuning run works from, checked before anything heavy is built."""
+
+    data: str
+    head_dir: str
+    out: str
+    options: FinetuneOptions
+    head: object
+    head_config: dict
+    head_model: object
+    fingerprint: dict
+    dataset: object
+    checkpoint: str
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.checkpoint, STATE_FILE)
+
+
+def _prepare(data, head_dir, out, options, resume, trust) -> _Setup:
+    head, head_config, fingerprint = load_head(head_dir, trust=trust)
+    head_model = head.to_keras()  # scikit-learn heads other than linear ones cannot be fine-tuned
+    dataset = load_dataset(data, options.val_split, options.test_split)
+    if dataset.class_names != head.class_names:
+        raise UsageError(f"--data {data} has classes {dataset.class_names}; the head in {head_dir} "
+                         f"was trained on {head.class_names}.")
+    checkpoint = os.path.join(os.path.abspath(out), CHECKPOINT_DIR)
+    state_path = os.path.join(checkpoint, STATE_FILE)
+    if os.path.isfile(state_path) and not resume:
+        done = read_json(state_path)
+        raise UsageError(f"--out {out} holds an unfinished fine-tuning run ({done['epochs_done']} of "
+                         f"{done['epochs']} epochs done): pass --resume to continue it, or choose "
+                         "another --out.")
+    if resume and not os.path.isfile(state_path):
+        raise UsageError(f"--resume: no unfinished fine-tuning run in {out}.")
+    # an unfinished run's own folder is reused as it is; anything else must be new or empty
+    out = os.path.abspath(out) if resume else prepare_out_folder(out)
+    os.makedirs(checkpoint, exist_ok=True)
+    return _Setup(data, head_dir, out, options, head, head_config, head_model, fingerprint, dataset,
+                  checkpoint)
+
+
+def finetune(data: str, head_dir: str, out: str, options: FinetuneOptions | None = None,
+             resume: bool = False, weights_dir: str | None = None, weights: str | None = None,
+             progress: bool | None = None, trust: bool = False) -> FinetuneSummary:
+    """Fine-tune backbone + head on the images of `data`; write the result to `out`.
+
+    Args:
+        data: image folder or CSV/TSV list (classes must match the head's).
+        head_dir: a head folder from `featcache train-head`.
+        out: folder for the fine-tuned model; holds the checkpoint while running.
+        options: what to unfreeze and how to train.
+        resume: continue the unfinished run in `out`.
+        weights_dir, weights: where to find the backbone's weights (as for predict).
+        progress: epoch bar (None: only on a terminal).
+        trust: load a pickled head featcache did not write for this user.
+
+    Raises:
+        FeatcacheError subclasses with one-line messages.
+    """
+    options = options or FinetuneOptions()
+    options.validate()
+    keras = import_keras()
+    setup = _prepare(data, head_dir, out, options, resume, trust)
+    previous_policy = keras.config.dtype_policy()
+    if options.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return _run(keras, setup, resume, weights_dir, weights, progress)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> FinetuneSummary:
+    from .heads.keras_heads import _epoch_bar
+    from .predict import backbone_for_head
+
+    options, head = setup.options, setup.head
+    backbone = backbone_for_head(setup.fingerprint, setup.head_config, weights_dir, weights)
+    head_history_path = os.path.join(setup.head_dir, HISTORY_FILE)
+    head_history = read_json(head_history_path) if os.path.isfile(head_history_path) else {}
+    head_epochs = len(head_history.get("loss", []))
+    if resume:
+        state = read_json(setup.state_path)
+        model = keras.models.load_model(os.path.join(setup.checkpoint, "last.keras"), safe_mode=True)
+    else:
+        model, trainable = build_model(backbone.extractor, setup.head_model, options)
+        state = {"epochs": options.epochs, "epochs_done": 0, "best_loss": None, "best_epoch": None,
+                 "wait": 0, "history": {}, "trainable_layers": trainable,
+                 "head_epochs": head_epochs, "options": asdict(options)}
+        write_json_atomic(setup.state_path, state)
+
+    train_items = _items(setup.dataset, head.class_names, "train")
+    val_items = _items(setup.dataset, head.class_names, "val")
+    if not train_items:
+        raise UsageError(f"--data {setup.data}: no training images.")
+    per_class = class_weights(np.array([i.label for i in train_items]), head.n_classes,
+                              options.class_weight)
+    first = state["epochs_done"]
+    train_feed = image_batches_for(keras, train_items, backbone.resize, head.n_classes, options,
+                                   True, first, per_class)
+    val_feed = (image_batches_for(keras, val_items, backbone.resize, head.n_classes, options, False, 0)
+                if val_items else None)
+    callbacks = [_checkpoint_callback(keras, setup.checkpoint, state, options.patience,
+                                      options.early_stopping),
+                 _epoch_bar(keras, options.epochs - first, progress)]
+    stopped = options.early_stopping and val_feed is not None and state["wait"] >= options.patience
+    started = time.perf_counter()
+    if first < options.epochs and not stopped:
+        model.fit(train_feed, validation_data=val_feed, callbacks=callbacks, verbose=0,
+                  initial_epoch=head_epochs + first, epochs=head_epochs + options.epochs)
+    seconds = time.perf_counter() - started
+
+    best = os.path.join(setup.checkpoint, "best.keras")
+    final = keras.models.load_model(best, safe_mode=True) if os.path.isfile(best) else model
+    scores, labels = _score(final, val_items or train_items, backbone.resize, options)
+    metrics = classification_metrics(labels, scores, head.class_names)
+    metrics["split"] = "val" if val_items else "train"
+    _write_outputs(setup, final, metrics, state, head_history, seconds)
+    head_metrics = os.path.join(setup.head_dir, METRICS_FILE)
+    return FinetuneSummary(
+        out=setup.out, val_accuracy=metrics["accuracy"] if val_items else None,
+        head_val_accuracy=read_json(head_metrics)["accuracy"] if os.path.isfile(head_metrics) else None,
+        seconds=seconds, epochs_run=state["epochs_done"], first_epoch=head_epochs + 1,
+        trainable_layers=state["trainable_layers"], resumed_from=first if resume else None,
+        metrics=metrics)
+
+
+def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) -> None:
+    out, head = setup.out, setup.head
+    head_epochs = state["head_epochs"]
+    _save_model_atomic(model, os.path.join(out, MODEL_FILE))
+    history = {k: list(head_history.get(k, [])) + v for k, v in state["history"].items()}
+    config = {
+        "featcache_head": 1, "featcache_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kind": "finetuned", "head": head.spec.name, "class_names": head.class_names,
+        "model_file": MODEL_FILE, "model_sha256": sha256_file(os.path.join(out, MODEL_FILE)),
+        "feature_shape": list(head.feature_shape), "spatial": head.spatial,
+        "options": setup.head_config["options"], "backbone": setup.head_config.get("backbone", {}),
+        "cache": setup.head_config.get("cache", {}), "source_head": os.path.abspath(setup.head_dir),
+        "finetune": {**asdict(setup.options), "trainable_layers": state["trainable_layers"],
+                     "head_epochs": head_epochs, "epochs_done": state["epochs_done"],
+                     "best_epoch": state["best_epoch"], "seconds": round(seconds, 3),
+                     "data": os.path.abspath(setup.data)},
+    }
+    write_json_atomic(os.path.join(out, CONFIG_FILE), config)
+    write_json_atomic(os.path.join(out, FINGERPRINT_FILE), setup.fingerprint)
+    write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
+    write_json_atomic(os.path.join(out, HISTORY_FILE), {**history, "finetune_start_epoch": head_epochs})
+    _plots(out, history, head_epochs, state, metrics, head.class_names)
+    shutil.rmtree(setup.checkpoint, ignore_errors=True)
+
+
+def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None):
+    from .image_feed import image_batches
+
+    return image_batches(keras, items, resize, n_classes, options.batch_size, shuffle, options.seed,
+                         first_epoch, options.workers, weights)
+
+
+def _score(model, items, resize, options) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of a pixels-to-probabilities model on images, in order (unreadable ones left out)."""
+    from .pipeline import decoded_batches
+
+    keras = import_keras()
+    scores, labels = [], []
+    for batch in decoded_batches(items, resize, options.batch_size,
+                                 options.workers or min(8, os.cpu_count() or 1)):
+        if batch.items:
+            out = model(batch.pixels.astype(np.float32), training=False)
+            scores.append(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
+            labels.extend(it.label for it in batch.items)
+    return np.concatenate(scores), np.array(labels)
+
+
+def _plots(out, history, head_epochs, state, metrics, class_names) -> None:
+    from .plots import plot_confusion, plot_history
+
+    best = state["best_epoch"]
+    plot_history(history, os.path.join(out, "history.png"), "head, then fine-tuning",
+                 best_epoch=None if best is None else best, phase_start=head_epochs)
+    plot_confusion(metrics["confusion_matrix"], class_names, os.path.join(out, "confusion_matrix.png"),
+                   f"fine-tuned: {metrics['split']} accuracy {metrics['accuracy']:.3f}")

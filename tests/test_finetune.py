@@ -1,0 +1,169 @@
+"""Fine-tuning on the tiny sets: what trains, what stays frozen, resuming, and the result's use."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+
+from featcache.errors import UsageError
+from featcache.export import export_model
+from featcache.finetune import FinetuneOptions, finetune, parse_augment
+from featcache.heads import HeadOptions
+from featcache.predict import predict_images
+from featcache.train import evaluate, train_head
+
+SIZE = 96  # small input: MobileNet's 224 px ImageNet weights load at any size
+
+
+@pytest.fixture(scope="module")
+def small_head(mobilenet_cache, weights_dir, tmp_path_factory):
+    """(cache, head folder) for a dataset: MobileNet at 96 px, dense256 trained 3 epochs."""
+    made = {}
+
+    def get(dataset: str, head: str = "dense256"):
+        if (dataset, head) not in made:
+            cache = mobilenet_cache(dataset, image_size=SIZE,
+                                    weights=str(weights_dir / "mobilenet_1_0_224_tf_no_top.h5"))
+            out = tmp_path_factory.mktemp(f"head-{dataset}-{head}")
+            train_head(cache, head, str(out), HeadOptions(epochs=3), progress=False)
+            made[(dataset, head)] = (cache, str(out))
+        return made[(dataset, head)]
+
+    return get
+
+
+def _nested(model, prefix: str):
+    return next(layer for layer in model.layers if layer.name.startswith(prefix))
+
+
+def test_only_the_unfrozen_layers_change_and_batchnorm_statistics_stay(small_head, data_root, tmp_path):
+    import keras
+
+    _, head = small_head("tiny_hymenoptera")
+    data = data_root / "tiny_hymenoptera"
+    summary = finetune(str(data), head, str(tmp_path / "ft"),
+                       FinetuneOptions(unfreeze_top=2, epochs=1, augment="none", learning_rate=1e-3),
+                       progress=False)
+    assert summary.trainable_layers == ["conv_dw_13", "conv_pw_13"]
+    tuned = keras.models.load_model(tmp_path / "ft" / "model.keras")
+    before = keras.models.load_model(os.path.join(head, "model.keras"))
+    fresh = keras.applications.MobileNet(include_top=False, input_shape=(SIZE, SIZE, 3),
+                                         weights=str(data_root.parent / "weights" /
+                                                     "mobilenet_1_0_224_tf_no_top.h5"))
+    backbone = _nested(_nested(tuned, "featcache_"), "mobilenet")
+    changed = set()
+    for layer in fresh.layers:
+        if not layer.weights:
+            continue
+        old = {w.path.split("/")[-1]: np.asarray(w) for w in layer.weights}
+        new = {w.path.split("/")[-1]: np.asarray(w) for w in backbone.get_layer(layer.name).weights}
+        for name, value in old.items():
+            if not np.array_equal(value, new[name]):
+                changed.add((layer.name, name))
+    assert {layer for layer, _ in changed} == set(summary.trainable_layers)
+    # every BatchNorm layer, inside the unfrozen block too, keeps its ImageNet statistics
+    assert not [c for c in changed if c[0].endswith("_bn")]
+    head_after = _nested(tuned, "head_")
+    assert any(not np.array_equal(a, b) for a, b in zip(before.get_weights(), head_after.get_weights()))
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(small_head, data_root, weights_dir, tmp_path):
+    _, head = small_head("tiny_flowers5")
+    data, out = data_root / "tiny_flowers5", tmp_path / "ft"
+    args = ["finetune", "--data", str(data), "--head", head, "--out", str(out), "--unfreeze-top", "2",
+            "--epochs", "4", "--batch-size", "4", "--patience", "10"]
+    env = {k: v for k, v in os.environ.items() if k != "FEATCACHE_WEIGHTS_DIR"}
+    proc = subprocess.Popen([sys.executable, "-m", "featcache", *args, "--quiet"], cwd=str(REPO),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = out / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, f"finished before it could be killed: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline
+        if state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state_file.read_text())["epochs_done"]
+    assert 1 <= done < 4 and not (out / "model.keras").exists()
+
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+
+    resumed = run_cli(*args, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed_from"] == done and summary["epochs_run"] == 4
+    history = json.loads((out / "history.json").read_text())
+    head_epochs = history["finetune_start_epoch"]
+    assert head_epochs == 3 and len(history["loss"]) == head_epochs + 4
+    assert not (out / "checkpoint").exists() and (out / "history.png").exists()
+
+
+def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, tmp_path):
+    import keras
+
+    from featcache.decode import ResizeSpec, read_image
+
+    cache, head = small_head("tiny_hymenoptera")
+    out = str(tmp_path / "ft")
+    finetune(str(data_root / "tiny_hymenoptera"), head, out,
+             FinetuneOptions(unfreeze_top=2, epochs=1), progress=False)
+    rows = predict_images(out, [str(data_root / "tiny_hymenoptera" / "val")], top_k=2)
+    assert len(rows) == 8 and all(r["label"] in ("ants", "bees") for r in rows)
+    metrics = evaluate(out, cache, "val")
+    assert metrics["rows"] == 8 and metrics["head"] == "dense256 (fine-tuned)"
+    assert metrics["accuracy"] == pytest.approx(json.load(open(os.path.join(out, "metrics.json")))["accuracy"])
+    info = export_model(out, str(tmp_path / "ft.keras"))
+    exported = keras.models.load_model(info["model"])
+    pixels = np.stack([read_image(r["path"], ResizeSpec((SIZE, SIZE)))[0] for r in rows]).astype("float32")
+    scores = np.asarray(exported.predict(pixels, verbose=0))
+    expected = [[next(c["score"] for c in r["top_k"] if c["label"] == n) for n in info["class_names"]]
+                for r in rows]
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
+    _, head = small_head("tiny_hymenoptera")
+    with pytest.raises(UsageError, match="--unfreeze-from conv_dw_99: the backbone has no such layer"):
+        finetune(str(data_root / "tiny_hymenoptera"), head, str(tmp_path / "a"),
+                 FinetuneOptions(unfreeze_from="conv_dw_99", epochs=1), progress=False)
+    with pytest.raises(UsageError, match="has classes .*daisy.*the head in .* was trained on"):
+        finetune(str(data_root / "tiny_flowers5"), head, str(tmp_path / "b"),
+                 FinetuneOptions(epochs=1), progress=False)
+    with pytest.raises(UsageError, match="--augment flip,blur: unknown 'blur'"):
+        parse_augment("flip,blur")
+    assert parse_augment("flip,zoom=0.2") == {"flip": 1.0, "zoom": 0.2} and parse_augment("none") == {}
+
+
+def test_mixed_precision_computes_in_float16_and_answers_in_float32(small_head):
+    """Build only: mixed precision is for GPUs; this CPU just checks the graph's dtypes."""
+    import keras
+
+    from featcache.artifacts import load_head
+    from featcache.finetune import build_model
+    from featcache.predict import backbone_for_head
+
+    _, head_dir = small_head("tiny_hymenoptera")
+    head, config, fingerprint = load_head(head_dir)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        backbone = backbone_for_head(fingerprint, config)
+        model, _ = build_model(backbone.extractor, head.to_keras(),
+                               FinetuneOptions(unfreeze_top=2, mixed_precision=True))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    conv = backbone.extractor.backbone.get_layer("conv_pw_13")
+    assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
+    assert model.output.dtype == "float32"
+    assert backbone.extractor.model.get_layer("featcache_preprocess").compute_dtype == "float32"
