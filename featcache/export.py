@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from ._keras import import_keras
-from .artifacts import load_head
+from .artifacts import is_end_to_end, load_end_to_end, load_head, read_head_files
 from .errors import UsageError
 from .fileio import write_json_atomic
 from .predict import backbone_for_head
@@ -31,24 +31,29 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
     """
     if not out_file.endswith(".keras"):
         raise UsageError(f"--out {out_file}: the exported model must be a .keras file.")
-    head, config, fingerprint = load_head(model_dir, trust=trust)
-    head_model = head.to_keras()  # refuses non-linear scikit-learn heads before any heavy work
-    backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
-    keras = import_keras()
-    feature_model = backbone.extractor.model
-    outputs = head_model(feature_model.output)
-    model = keras.Model(feature_model.input, outputs,
-                        name=f"featcache_{backbone.extractor.spec.name}_{head.spec.name}")
+    config, fingerprint = read_head_files(model_dir)
+    fp = fingerprint["fingerprint"]
+    if is_end_to_end(config):  # fine-tuned: already one pixels-to-probabilities model
+        model = load_end_to_end(model_dir, config, trust=trust)
+        class_names, head_name = config["class_names"], f"{config['head']} (fine-tuned)"
+    else:
+        head, config, fingerprint = load_head(model_dir, trust=trust)
+        head_model = head.to_keras()  # refuses non-linear scikit-learn heads before heavy work
+        backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
+        keras = import_keras()
+        feature_model = backbone.extractor.model
+        model = keras.Model(feature_model.input, head_model(feature_model.output),
+                            name=f"featcache_{backbone.extractor.spec.name}_{head.spec.name}")
+        class_names, head_name = head.class_names, head.spec.name
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     model.save(out_file)
-    fp = fingerprint["fingerprint"]
     info = {
         "model": os.path.abspath(out_file),
-        "class_names": head.class_names,
+        "class_names": class_names,
         "input": {"shape": [None, *fp["input_size"], 3], "dtype": "float32",
                   "pixels": "RGB, 0-255, not preprocessed (the model does it)",
                   "resize": fp["resize"]},
-        "backbone": fp["backbone"], "head": head.spec.name,
+        "backbone": fp["backbone"], "head": head_name,
         "fingerprint_hash": fingerprint["fingerprint_hash"],
     }
     sidecar = os.path.splitext(out_file)[0] + ".json"

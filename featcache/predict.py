@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .artifacts import load_head
+from .artifacts import is_end_to_end, load_end_to_end, load_head, read_head_files
 from .dataset import list_images
 from .decode import ResizeSpec
 from .errors import UsageError
@@ -85,10 +86,66 @@ def features_of(backbone: Backbone, pixels: np.ndarray, batch_size: int) -> np.n
     return features.astype(backbone.dtype).astype(np.float32)
 
 
+@dataclass
+class PixelScorer:
+    """Maps decoded pixels (N, S, S, 3) to class scores, with the resizing it expects."""
+
+    class_names: list[str]
+    resize: ResizeSpec
+    score: Callable[[np.ndarray], np.ndarray]
+    fingerprint: dict
+    config: dict
+
+
+def resize_of(fingerprint: dict) -> ResizeSpec:
+    r = fingerprint["fingerprint"]["resize"]
+    return ResizeSpec(tuple(r["size"]), r["method"], r["aspect"])
+
+
+def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | None = None,
+               trust: bool = False, batch_size: int = 32) -> PixelScorer:
+    """A pixel scorer for a head folder (backbone rebuilt, then the head) or a
+    fine-tuned folder (its end-to-end model)."""
+    config, fingerprint = read_head_files(model_dir)
+    if is_end_to_end(config):
+        model = load_end_to_end(model_dir, config, trust=trust)
+        from ._keras import import_keras
+
+        keras = import_keras()
+
+        def score(pixels: np.ndarray) -> np.ndarray:
+            return np.asarray(keras.ops.convert_to_numpy(
+                model(pixels.astype(np.float32), training=False)), dtype=np.float64)
+
+        return PixelScorer(config["class_names"], resize_of(fingerprint), score, fingerprint, config)
+    head, config, fingerprint = load_head(model_dir, trust=trust)
+    backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
+    return PixelScorer(head.class_names, backbone.resize,
+                       lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
+                       fingerprint, config)
+
+
+def score_items(scorer: PixelScorer, items: list[Item], batch_size: int = 32,
+                workers: int | None = None):
+    """Yield (item, scores or None, failure reason or None) for each item, in order."""
+    position = 0  # batches cover consecutive items, in order
+    for batch in decoded_batches(items, scorer.resize, batch_size,
+                                 workers or min(8, os.cpu_count() or 1)):
+        scores = scorer.score(batch.pixels) if batch.items else []
+        decoded = {id(item): row for item, row in zip(batch.items, scores)}
+        failed = {id(item): reason for item, reason in batch.failures}
+        for item in items[position:position + batch.attempted]:
+            yield item, decoded.get(id(item)), failed.get(id(item))
+        position += batch.attempted
+
+
 def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_dir: str | None = None,
                    weights: str | None = None, batch_size: int = 32, trust: bool = False,
                    workers: int | None = None) -> list[dict]:
     """Top-k classes for every image file named or found under the given folders.
+
+    Works for head folders (`featcache train-head`) and fine-tuned folders
+    (`featcache finetune`) alike.
 
     Returns:
         One dict per file, in order: {"path", "label", "score", "top_k": [{"label", "score"}]}
@@ -99,27 +156,19 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
     """
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: must be at least 1.")
-    head, config, fingerprint = load_head(model_dir, trust=trust)
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")
-    backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
-    names = head.class_names
+    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size)
+    names = scorer.class_names
     k = min(top_k, len(names))
     results: list[dict] = []
     items = [Item(0, os.path.abspath(f), f, 0) for f in files]
-    for batch in decoded_batches(items, backbone.resize, batch_size,
-                                 workers or min(8, os.cpu_count() or 1)):
-        rows: dict[str, dict] = {item.display: {"path": item.display, "error": reason}
-                                 for item, reason in batch.failures}
-        if batch.items:
-            scores = head.predict_proba(features_of(backbone, batch.pixels, batch_size))
-            for item, row in zip(batch.items, scores):
-                best = np.argsort(-row)[:k]
-                rows[item.display] = {
-                    "path": item.display, "label": names[best[0]], "score": float(row[best[0]]),
-                    "top_k": [{"label": names[i], "score": float(row[i])} for i in best]}
-        # keep the input order within the batch
-        covered = [it.display for it in items[len(results):len(results) + batch.attempted]]
-        results.extend(rows[p] for p in covered)
+    for item, row, reason in score_items(scorer, items, batch_size, workers):
+        if row is None:
+            results.append({"path": item.display, "error": reason})
+            continue
+        best = np.argsort(-row)[:k]
+        results.append({"path": item.display, "label": names[best[0]], "score": float(row[best[0]]),
+                        "top_k": [{"label": names[i], "score": float(row[i])} for i in best]})
     return results

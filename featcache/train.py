@@ -18,8 +18,10 @@ from .artifacts import (
     FINGERPRINT_FILE,
     HISTORY_FILE,
     METRICS_FILE,
+    is_end_to_end,
     load_head,
     prepare_out_folder,
+    read_head_files,
     write_head,
 )
 from .errors import CacheError, UsageError
@@ -166,28 +168,55 @@ def _plots(out: str, name: str, fit, metrics: dict, class_names: list[str]) -> l
     return written
 
 
-def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = False) -> dict:
-    """Score a trained head on one split of a cache made the same way.
+def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = False,
+             weights_dir: str | None = None) -> dict:
+    """Score a trained head, or a fine-tuned model, on one split of a cache made the same way.
+
+    A head scores the cached features. A fine-tuned model has its own backbone,
+    so it scores the split's images, found through the cache's file list.
 
     Raises:
         FingerprintMismatchError: the cache's features were made differently
-            from those the head was trained on (the message names the fields).
+            from those the model was trained on (the message names the fields).
     """
-    head, config, trained = load_head(model_dir, trust=trust)
+    config, trained = read_head_files(model_dir)
     cache = FeatureCache(cache_path)
     check_same(trained["fingerprint"], cache.fingerprint, f"cache {cache_path}",
-               f"The head in {model_dir} can only score features made like its training cache.")
+               f"The model in {model_dir} can only score data prepared like its training cache.")
     if cache.class_names != config["class_names"]:
-        raise UsageError(f"cache {cache_path} has classes {cache.class_names}; the head was trained "
+        raise UsageError(f"cache {cache_path} has classes {cache.class_names}; the model was trained "
                          f"on {config['class_names']}.")
-    budget = default_memory_budget()
-    data = FeatureSplit(cache, split, in_memory=cache.splits.get(split, 0) * 4 *
-                        int(np.prod(cache.feature_shape)) <= budget)
-    try:
-        scores = predict_split(head, data)
-    finally:
-        data.close()
-    metrics = classification_metrics(data.labels, scores, cache.class_names)
+    if is_end_to_end(config):
+        labels, scores = _score_images(model_dir, cache, split, trust, weights_dir)
+    else:
+        head, config, _ = load_head(model_dir, trust=trust)
+        budget = default_memory_budget()
+        data = FeatureSplit(cache, split, in_memory=cache.splits.get(split, 0) * 4 *
+                            int(np.prod(cache.feature_shape)) <= budget)
+        try:
+            scores = predict_split(head, data)
+        finally:
+            data.close()
+        labels = data.labels
+    metrics = classification_metrics(labels, scores, cache.class_names)
     metrics["split"] = split
-    metrics["head"] = config["head"]
+    metrics["head"] = config["head"] + (" (fine-tuned)" if is_end_to_end(config) else "")
     return metrics
+
+
+def _score_images(model_dir, cache: FeatureCache, split: str, trust: bool, weights_dir):
+    from .pipeline import Item
+    from .predict import score_items, scorer_for
+
+    paths, labels = cache.index(split)
+    root = cache.manifest["source"]["root"]
+    items = [Item(0, os.path.join(root, p), p, int(label)) for p, label in zip(paths, labels)]
+    scorer = scorer_for(model_dir, weights_dir=weights_dir, trust=trust)
+    kept, scores = [], []
+    for item, row, reason in score_items(scorer, items):
+        if row is None:
+            raise CacheError(f"{item.path}: {reason}. A fine-tuned model is evaluated on the cache's "
+                             f"images, which must still be under {root}.")
+        kept.append(item.label)
+        scores.append(row)
+    return np.array(kept), np.array(scores)
