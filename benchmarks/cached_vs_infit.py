@@ -41,7 +41,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, dict]:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return seconds, json.loads(proc.stdout.strip().splitlines()[-1])
+    return seconds, json.loads(proc.stdout)
 
 
 def one_run(data: str, backbone: str, weights_dir: str, epochs: int, work: str, env: dict) -> dict:
