@@ -34,6 +34,7 @@ IDENTITY_FILE = "cache.json"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = "lock"
 SHARDS_DIR = "shards"
+PARTS_DIR = "parts"  # slices of a sliced extraction, before `featcache merge`
 CHUNK_BYTES = 1 << 20
 
 
@@ -78,7 +79,8 @@ class ShardWriter:
     """
 
     def __init__(self, cache_dir: str, split: str, index: int, plan_hash: str, planned: int,
-                 feature_shape: tuple[int, ...], dtype: str, fingerprint_hash: str):
+                 feature_shape: tuple[int, ...], dtype: str, fingerprint_hash: str,
+                 views: bool = False):
         self.cache_dir = cache_dir
         self.relpath = shard_relpath(split, index, plan_hash)
         self.final = os.path.join(cache_dir, self.relpath)
@@ -108,8 +110,11 @@ class ShardWriter:
                                        dtype=h5py.string_dtype("utf-8"))
         self._hashes = f.create_dataset("hashes", shape=(capacity,), maxshape=(capacity,),
                                         dtype="S64")
+        # caches with --augment-views: which view of its image each row is (0: the image itself)
+        self._views = (f.create_dataset("views", shape=(capacity,), maxshape=(capacity,),
+                                        dtype="int16") if views else None)
 
-    def append(self, features: np.ndarray, labels, paths, hashes) -> None:
+    def append(self, features: np.ndarray, labels, paths, hashes, views=None) -> None:
         n = len(labels)
         if n == 0:
             return
@@ -118,6 +123,8 @@ class ShardWriter:
         self._labels[a:b] = np.asarray(labels, dtype=np.int32)
         self._paths[a:b] = [_encode_path(p) for p in paths]
         self._hashes[a:b] = [h.encode("ascii") for h in hashes]
+        if self._views is not None:
+            self._views[a:b] = np.zeros(n, np.int16) if views is None else np.asarray(views, np.int16)
         self.rows = b
 
     def skip(self, path: str, reason: str) -> None:
@@ -125,8 +132,9 @@ class ShardWriter:
 
     def commit(self) -> ShardInfo:
         """Trim, flush, fsync and rename the shard into place."""
-        for ds in (self._features, self._labels, self._paths, self._hashes):
-            ds.resize(self.rows, axis=0)
+        for ds in (self._features, self._labels, self._paths, self._hashes, self._views):
+            if ds is not None:
+                ds.resize(self.rows, axis=0)
         self._file.attrs["rows"] = self.rows
         self._file.attrs["skipped"] = json.dumps(self.skipped)
         self._file.close()
@@ -268,7 +276,7 @@ def init_identity(cache_dir: str, fingerprint: dict, fingerprint_hash: str) -> b
                        "Use another --out for these settings, or delete the cache to rebuild it.")
             return False
         os.remove(path)  # an earlier run stopped before writing any features: nothing to mix
-    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR)]
+    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR, PARTS_DIR)]
     if others:
         raise CacheError(
             f"--out {cache_dir}: folder is not empty and is not a featcache cache "
@@ -295,6 +303,8 @@ class Features:
         class_names: class names of the cache.
         split: split name.
         fingerprint: the cache's fingerprint.
+        views: per row, which augmented view of its image it is (0: the image
+            itself); all zeros for caches made without --augment-views.
     """
 
     features: np.ndarray
@@ -304,6 +314,7 @@ class Features:
     class_names: list[str]
     split: str
     fingerprint: dict
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -385,6 +396,7 @@ class FeatureCache:
         stored = np.dtype(self.fingerprint["dtype"])
         out = np.empty((total, *self.feature_shape), dtype=np.dtype(dtype) if dtype else stored)
         labels = np.empty(total, dtype=np.int32)
+        views = np.zeros(total, dtype=np.int16)
         paths: list[str] = []
         hashes: list[str] = []
         at = 0
@@ -397,10 +409,12 @@ class FeatureCache:
                     else:
                         out[at:at + n] = f["features"][:]
                     labels[at:at + n] = f["labels"][:]
+                    if "views" in f:
+                        views[at:at + n] = f["views"][:]
                     paths.extend(_decode_path(p) for p in f["paths"][:])
                     hashes.extend(h.decode("ascii") for h in f["hashes"][:])
                 at += n
-        return Features(out, labels, paths, hashes, self.class_names, split, self.fingerprint)
+        return Features(out, labels, paths, hashes, self.class_names, split, self.fingerprint, views)
 
 
 class SplitReader:
