@@ -80,9 +80,31 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
                    help="refuse images larger than this many pixels (decompression bombs)")
     r = p.add_argument_group("running")
     r.add_argument("--batch-size", type=int, default=32, help="images per backbone call (default 32)")
-    r.add_argument("--workers", type=int, help="decoding threads (default: CPU count, at most 8)")
+    r.add_argument("--workers", type=int,
+                   help="decoding threads (default: CPU count, at most 8); with --engine dask and "
+                        "no --scheduler: worker processes of a cluster on this machine")
     r.add_argument("--shard-size", type=int, default=1024,
-                   help="rows per HDF5 shard; the unit of resume (default 1024)")
+                   help="images per HDF5 shard; the unit of resume and of distributed work "
+                        "(default 1024)")
+    r.add_argument("--augment-views", type=int, default=0, metavar="K",
+                   help="also store K augmented views (flip, crop, rotation, colour jitter) of each "
+                        "training image, next to the image itself (view 0); val/test stay clean")
+    r.add_argument("--augment-seed", type=int, default=0,
+                   help="seed of the augmented views (default 0)")
+    c = p.add_argument_group("scaling out")
+    c.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="local (default): this process; dask: shard tasks on a dask.distributed "
+                        "cluster (needs a filesystem all workers share)")
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler to send shard tasks to, e.g. tcp://10.0.0.5:8786 "
+                        "(default: start a local cluster of --workers processes)")
+    c.add_argument("--retries", type=int, default=3,
+                   help="Dask: times a failed shard task is retried (default 3)")
+    c.add_argument("--num-slices", "--num-shards", dest="num_slices", type=int, default=1,
+                   metavar="K", help="split the plan into K slices run anywhere (e.g. a Slurm "
+                                     "array); each writes to OUT/parts/; `featcache merge OUT` joins them")
+    c.add_argument("--slice-index", "--shard-index", dest="slice_index", type=int, metavar="I",
+                   help="the slice (0..K-1) this run extracts")
 
 
 def _cmd_extract(args) -> int:
@@ -97,7 +119,10 @@ def _cmd_extract(args) -> int:
         allow_outside_root=args.allow_outside_root, strict=args.strict, workers=args.workers,
         shard_size=args.shard_size, resize=args.resize, aspect=args.aspect,
         max_pixels=args.max_pixels, seed=args.seed,
-        progress=False if (args.quiet or args.json) else None)
+        progress=False if (args.quiet or args.json) else None, engine=args.engine,
+        scheduler=args.scheduler, retries=args.retries, num_slices=args.num_slices,
+        slice_index=args.slice_index, augment_views=args.augment_views,
+        augment_seed=args.augment_seed)
     with _stdout_for_json(args.json):
         summary = extract(options)
     if args.json:
