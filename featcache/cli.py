@@ -132,6 +132,21 @@ def _cmd_extract(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- merge
+def _cmd_merge(args) -> int:
+    from .merge import merge_slices
+
+    summary = merge_slices(args.cache, remove_parts=args.remove_parts)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        rows = " · ".join(f"{k} {v}" for k, v in summary.splits.items())
+        print(f"featcache merge: {summary.slices} slices, {summary.shards} shards into "
+              f"{summary.cache} ({rows}); {summary.linked} linked, {summary.copied} copied"
+              + ("; parts/ removed" if summary.parts_removed else ""))
+    return 0
+
+
 # ---------------------------------------------------------------- info
 def _cmd_info(args) -> int:
     from .report import cache_info
@@ -415,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=_cmd_extract)
+
+    p = sub.add_parser("merge", help="join the slices of a sliced extraction into one cache",
+                       description="Join CACHE/parts/slice-I-of-K (from featcache extract "
+                                   "--num-slices K --slice-index I) into the cache CACHE.")
+    p.add_argument("cache", help="the --out folder the slices were extracted to")
+    p.add_argument("--remove-parts", action="store_true",
+                   help="delete CACHE/parts/ once the cache is complete")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_merge)
 
     p = sub.add_parser("info", help="show what a cache holds and how it was made")
     p.add_argument("cache", help="cache folder")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -435,6 +435,7 @@ def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
     out = os.path.abspath(options.out)
     if options.sliced:
         out = slice_folder(out, options.slice_index, options.num_slices)
+        options = replace(options, out=out)
     created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     weights = options.weights

@@ -335,6 +335,9 @@ class FeatureCache:
                 raise CacheError(
                     f"{path}: extraction has not finished (no {MANIFEST_FILE}). Rerun the same "
                     "featcache extract command to resume it.")
+            if os.path.isdir(os.path.join(self.path, PARTS_DIR)):
+                raise CacheError(f"{path}: holds slices of a sliced extraction but no {MANIFEST_FILE} "
+                                 f"yet. Join them with: featcache merge {path}")
             raise CacheError(f"{path}: not a featcache cache (no {MANIFEST_FILE}).")
         try:
             self.manifest = read_json(manifest)
