@@ -147,6 +147,20 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- fuse
+def _cmd_fuse(args) -> int:
+    from .fusion import fuse_caches
+
+    summary = fuse_caches(args.first, args.second, args.out)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        rows = " · ".join(f"{k} {v}" for k, v in summary.splits.items())
+        print(f"featcache fuse: {summary.feature_shape[0]} features per row ({rows}) in "
+              f"{summary.cache}; train heads on it with featcache train-head --cache {summary.cache}")
+    return 0
+
+
 # ---------------------------------------------------------------- info
 def _cmd_info(args) -> int:
     from .report import cache_info
@@ -439,6 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete CACHE/parts/ once the cache is complete")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_merge)
+
+    p = sub.add_parser("fuse", help="join two caches of the same images into one (features side by side)",
+                       description="Match the rows of two caches by image content hash and write a "
+                                   "cache whose features are the first's followed by the second's.")
+    p.add_argument("first", help="a cache folder")
+    p.add_argument("second", help="a cache of the same images made another way (e.g. another backbone)")
+    p.add_argument("--out", required=True, help="folder for the fused cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_fuse)
 
     p = sub.add_parser("info", help="show what a cache holds and how it was made")
     p.add_argument("cache", help="cache folder")

@@ -53,6 +53,13 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
 def cache_info(manifest: dict) -> str:
     fp = manifest["fingerprint"]
     shards = manifest["shards"]
+    if "fused" in fp:
+        parts = " + ".join(f"{f.get('backbone')} {shape_text(f.get('feature_shape', []))}"
+                           for f in fp["fused"])
+        return _rows([("fused", f"{parts} -> {shape_text(fp['feature_shape'])} {fp['dtype']}"),
+                      ("from", ", ".join(manifest.get("extraction", {}).get("fused_from", []))),
+                      ("rows", " · ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())),
+                      ("fingerprint", manifest["fingerprint_hash"])])
     weights = manifest.get("weights", {})
     if weights.get("source") == "none":
         weights_text = f"random (seed {weights.get('seed')}): features are meaningless"
