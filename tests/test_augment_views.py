@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import small_models
 
 import featcache
 from featcache.augment_views import AugmentSpec
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
-from featcache.feature_model import build_feature_extractor
 from featcache.heads import HeadOptions
 from featcache.store import FeatureCache
 from featcache.train import train_head
@@ -17,7 +17,7 @@ from featcache.train import train_head
 
 @pytest.fixture(scope="module")
 def mobilenet96(weights_dir):
-    return build_feature_extractor("mobilenet", 96, weights=str(weights_dir / "mobilenet_1_0_224_tf_no_top.h5"))
+    return small_models.mobilenet96(weights_dir)
 
 
 def run(extractor, data, out, **kw):
@@ -40,14 +40,10 @@ def test_views_are_stored_for_train_only_and_repeat_with_the_seed(mobilenet96, d
     clean = featcache.load_features(run(mobilenet96, data, tmp_path / "clean").cache, "train")
     np.testing.assert_allclose(train.features[0::3], clean.features, rtol=1e-5, atol=1e-5)
     assert not np.allclose(train.features[1::3], clean.features, atol=1e-3)
-    # same seed, same views, byte for byte; another seed, other views
+    # same seed, same views, byte for byte (other seeds: see the next test)
     again = featcache.load_features(run(mobilenet96, data, tmp_path / "again", augment_views=2,
                                         augment_seed=5).cache, "train")
     np.testing.assert_array_equal(again.features, train.features)
-    other = featcache.load_features(run(mobilenet96, data, tmp_path / "other", augment_views=2,
-                                        augment_seed=6).cache, "train")
-    np.testing.assert_array_equal(other.features[0::3], train.features[0::3])
-    assert not np.allclose(other.features[1::3], train.features[1::3], atol=1e-3)
     # K is part of the cache key
     with pytest.raises(FingerprintMismatchError, match="augment"):
         run(mobilenet96, data, tmp_path / "v", augment_views=3, augment_seed=5)

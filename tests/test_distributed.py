@@ -96,7 +96,9 @@ def test_worker_killed_mid_shard_is_retried_and_the_cache_completes(
     summary = extract(options(data_root, weights_dir, out, engine="dask",
                               scheduler=cluster.scheduler_address, retries=2))
     pid, shard = kill_switch.read_text().split()
-    assert shard.startswith("shards/")  # a worker did die in the middle of that shard
+    assert shard.startswith("shards/")  # a worker died in the middle of that shard...
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)  # ...and is gone; its task ran again elsewhere
     assert summary.shards_written == 6
     assert not [n for n in os.listdir(out / "shards") if ".tmp-" in n]
     assert_same_cache(local_cache, out)

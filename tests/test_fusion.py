@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import small_models
 
 import featcache
 from featcache.cli import main
@@ -27,8 +28,7 @@ def caches(tmp_path_factory, data_root, weights_dir):
         target = renamed / path.parent.relative_to(source) / f"{999 - i:03d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
-    mobilenet = build_feature_extractor("mobilenet", 96,
-                                        weights=str(weights_dir / "mobilenet_1_0_224_tf_no_top.h5"))
+    mobilenet = small_models.mobilenet96(weights_dir)
     vgg = build_feature_extractor("vgg16", 64, weights=str(
         weights_dir / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"))
     a = extract(ExtractOptions(data=str(source), out=str(root / "a"), shard_size=8, progress=False),

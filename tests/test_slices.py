@@ -6,19 +6,19 @@ import os
 
 import numpy as np
 import pytest
+import small_models
 
 import featcache
 from featcache.cli import main
 from featcache.errors import CacheError
 from featcache.extract import ExtractOptions, extract
-from featcache.feature_model import build_feature_extractor
 from featcache.merge import merge_slices
 from featcache.store import FeatureCache
 
 
 @pytest.fixture(scope="module")
 def mobilenet96(weights_dir):
-    return build_feature_extractor("mobilenet", 96, weights=str(weights_dir / "mobilenet_1_0_224_tf_no_top.h5"))
+    return small_models.mobilenet96(weights_dir)
 
 
 def test_slices_merged_equal_a_single_run(mobilenet96, data_root, tmp_path, capsys):
