@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .dataset import SPLIT_ORDER, Dataset, ImageRecord, load_dataset
 from .decode import DEFAULT_MAX_PIXELS, ResizeSpec
-from .errors import DataError, UsageError
+from .errors import CacheLockedError, DataError, UsageError
 from .fileio import read_json, write_json_atomic
 from .fingerprint import FORMAT_VERSION, canonical_json, fingerprint_hash, make_fingerprint
 from .pipeline import Item, decoded_batches
@@ -31,10 +31,12 @@ from .store import (
     ShardInfo,
     ShardWriter,
     init_identity,
+    read_hashes,
     read_shard_info,
     remove_if_unused,
     remove_stale_temporaries,
     shard_relpath,
+    write_failed,
 )
 
 DTYPES = ("float32", "float16")
@@ -254,7 +256,7 @@ def _run_pending(extractor, pending: list[ShardTask], dataset: Dataset, resize: 
     return written
 
 
-def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
+def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = ()) -> ExtractSummary:
     """Extract features for every image of `options.data` into `options.out`.
 
     Resumes when the cache exists with the same fingerprint; refuses when its
@@ -265,6 +267,8 @@ def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
         extractor: a `FeatureExtractor` built earlier, to reuse across calls
             (notebooks, benchmarks); it then decides backbone, image size,
             layer, pooling and weights, and those options are ignored.
+        rebuild: shard files (relative to the cache) to delete and extract
+            again even if they look finished (`featcache verify --repair`).
 
     Raises:
         FeatcacheError subclasses with one-line messages (bad flags, data,
@@ -295,14 +299,18 @@ def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
     created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     try:
-        return _extract_locked(options, extractor, spec, size, resize, dataset, out, timing, started)
+        return _extract_locked(options, extractor, spec, size, resize, dataset, out, timing, started,
+                               rebuild)
+    except CacheLockedError:
+        raise  # the folder belongs to the process holding the lock: touch nothing
     except BaseException:
         if created:
             remove_if_unused(out)
         raise
 
 
-def _extract_locked(options, extractor, spec, size, resize, dataset, out, timing, started):
+def _extract_locked(options, extractor, spec, size, resize, dataset, out, timing, started,
+                    rebuild=()):
     from .feature_model import build_feature_extractor
 
     with CacheLock(out):
@@ -319,6 +327,9 @@ def _extract_locked(options, extractor, spec, size, resize, dataset, out, timing
         remove_stale_temporaries(out)
 
         tasks = plan_shards(dataset, fph, options.shard_size)
+        for relpath in rebuild:
+            if os.path.isfile(os.path.join(out, relpath)):
+                os.remove(os.path.join(out, relpath))
         known = _known_shards(out, tasks, fph)
         pending = [t for t in tasks if t.relpath not in known]
         images = sum(len(t.records) for t in pending)
@@ -329,8 +340,12 @@ def _extract_locked(options, extractor, spec, size, resize, dataset, out, timing
 
         shards = {**known, **{s.file: s for s in written}}
         ordered = [shards[t.relpath] for t in tasks]
-        manifest = _manifest(out, fingerprint, fph, dataset, ordered, options, extractor)
-        write_json_atomic(os.path.join(out, MANIFEST_FILE), manifest)
+        duplicates = _duplicate_warnings(out, ordered, dataset.class_names)
+        manifest = _manifest(out, fingerprint, fph, dataset, ordered, options, extractor, duplicates)
+        try:
+            write_json_atomic(os.path.join(out, MANIFEST_FILE), manifest)
+        except OSError as exc:
+            raise write_failed(os.path.join(out, MANIFEST_FILE), exc) from None
         _remove_unplanned_shards(out, {t.relpath for t in tasks})
 
     skipped = [s for info in ordered for s in info.skipped]
@@ -351,13 +366,34 @@ def _extract_locked(options, extractor, spec, size, resize, dataset, out, timing
         extract_seconds=extract_seconds,
         timing=timing,
         ignored=len(dataset.ignored),
-        warnings=list(dataset.warnings),
+        warnings=list(dataset.warnings) + duplicates,
         weights=extractor.weights,
     )
 
 
+def _duplicate_warnings(out: str, shards: list[ShardInfo], class_names: list[str],
+                        listed: int = 5) -> list[str]:
+    """One warning per image content filed under more than one class.
+
+    The same bytes with two labels are contradictory training data; both rows
+    are kept (they are distinct files), and the user is told.
+    """
+    seen: dict[str, dict[int, str]] = {}
+    for info in shards:
+        for digest, label, path in read_hashes(out, info.file):
+            seen.setdefault(digest, {}).setdefault(label, path)
+    clashes = [by_label for by_label in seen.values() if len(by_label) > 1]
+    warnings = []
+    for by_label in clashes[:listed]:
+        names = ", ".join(f"{p} ({class_names[c]})" for c, p in sorted(by_label.items()))
+        warnings.append(f"identical image content under different classes: {names}")
+    if len(clashes) > listed:
+        warnings.append(f"and {len(clashes) - listed} more images filed under several classes")
+    return warnings
+
+
 def _manifest(out, fingerprint, fph, dataset: Dataset, shards: list[ShardInfo],
-              options: ExtractOptions, extractor) -> dict:
+              options: ExtractOptions, extractor, duplicates: list[str] = ()) -> dict:
     splits: dict[str, dict] = {}
     for info in shards:
         entry = splits.setdefault(info.split, {"rows": 0, "skipped": 0, "shards": 0})
@@ -385,7 +421,7 @@ def _manifest(out, fingerprint, fph, dataset: Dataset, shards: list[ShardInfo],
                        "shard_size": options.shard_size},
         "shards": [dict(info.to_json(), skipped=info.skipped) for info in shards],
         "ignored": [{"path": p, "reason": r} for p, r in dataset.ignored],
-        "warnings": dataset.warnings,
+        "warnings": list(dataset.warnings) + list(duplicates),
     }
 
 

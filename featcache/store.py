@@ -71,10 +71,20 @@ class ShardInfo:
         }
 
 
+def write_failed(path: str, exc: BaseException) -> CacheError:
+    """A one-line error for a failed write (disk full, file too large, I/O error)."""
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+    return CacheError(
+        f"{path}: cannot write ({reason}). Finished shards are kept; free space (or lift the "
+        "file size limit) and run the same command again to resume.")
+
+
 class ShardWriter:
     """Writes one shard under a temporary name; `commit` makes it visible.
 
     Rows are appended batch by batch, so a shard never has to fit in memory.
+    Write failures (disk full, a file size limit) raise `CacheError` naming
+    the shard; the temporary file is removed by `abort`.
     """
 
     def __init__(self, cache_dir: str, split: str, index: int, plan_hash: str, planned: int,
@@ -93,6 +103,15 @@ class ShardWriter:
         per_chunk = max(1, min(capacity, CHUNK_BYTES // max(row_bytes, 1)))
         n_chunks = -(-capacity // per_chunk)
         chunk_rows = -(-capacity // n_chunks)
+        self._file = None
+        try:
+            self._create(feature_shape, dtype, capacity, chunk_rows, fingerprint_hash)
+        except (OSError, RuntimeError) as exc:
+            self.abort()
+            raise write_failed(self.tmp, exc) from None
+
+    def _create(self, feature_shape, dtype, capacity, chunk_rows, fingerprint_hash) -> None:
+        split, index, plan_hash, planned = self.split, self.index, self.plan_hash, self.planned
         self._file = h5py.File(self.tmp, "w")
         f = self._file
         f.attrs.update({
@@ -114,10 +133,13 @@ class ShardWriter:
         if n == 0:
             return
         a, b = self.rows, self.rows + n
-        self._features[a:b] = np.asarray(features, dtype=self._features.dtype)
-        self._labels[a:b] = np.asarray(labels, dtype=np.int32)
-        self._paths[a:b] = [_encode_path(p) for p in paths]
-        self._hashes[a:b] = [h.encode("ascii") for h in hashes]
+        try:
+            self._features[a:b] = np.asarray(features, dtype=self._features.dtype)
+            self._labels[a:b] = np.asarray(labels, dtype=np.int32)
+            self._paths[a:b] = [_encode_path(p) for p in paths]
+            self._hashes[a:b] = [h.encode("ascii") for h in hashes]
+        except (OSError, RuntimeError) as exc:
+            raise write_failed(self.tmp, exc) from None
         self.rows = b
 
     def skip(self, path: str, reason: str) -> None:
@@ -125,6 +147,12 @@ class ShardWriter:
 
     def commit(self) -> ShardInfo:
         """Trim, flush, fsync and rename the shard into place."""
+        try:
+            return self._commit()
+        except (OSError, RuntimeError) as exc:
+            raise write_failed(self.tmp, exc) from None
+
+    def _commit(self) -> ShardInfo:
         for ds in (self._features, self._labels, self._paths, self._hashes):
             ds.resize(self.rows, axis=0)
         self._file.attrs["rows"] = self.rows
@@ -141,7 +169,8 @@ class ShardWriter:
 
     def abort(self) -> None:
         try:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
         except Exception:  # noqa: BLE001 - already closed or broken; removing is what matters
             pass
         try:
@@ -173,6 +202,47 @@ def read_shard_info(cache_dir: str, relpath: str, fingerprint_hash: str) -> Shar
     info.bytes = os.path.getsize(path)
     info.sha256 = sha256_file(path)
     return info
+
+
+def check_shard(cache_dir: str, entry: dict, fingerprint_hash: str) -> list[str]:
+    """Everything wrong with one manifest shard entry's file; [] when intact.
+
+    Re-reads the whole file: its sha256 and size against the manifest, then
+    its attributes and every dataset's row count.
+    """
+    path = os.path.join(cache_dir, entry["file"])
+    if not os.path.isfile(path):
+        return ["file is missing"]
+    problems = []
+    size = os.path.getsize(path)
+    if size != entry.get("bytes"):
+        problems.append(f"size {size} bytes, manifest says {entry.get('bytes')}")
+    if sha256_file(path) != entry.get("sha256"):
+        problems.append("sha256 differs from the manifest")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("fingerprint_hash") != fingerprint_hash:
+                problems.append("belongs to another fingerprint")
+            rows = int(f.attrs.get("rows", -1))
+            if rows != entry.get("rows"):
+                problems.append(f"{rows} rows, manifest says {entry.get('rows')}")
+            for name in ("features", "labels", "paths", "hashes"):
+                if name not in f:
+                    problems.append(f"no '{name}' dataset")
+                    continue
+                if f[name].shape[0] != entry.get("rows"):
+                    problems.append(f"'{name}' holds {f[name].shape[0]} rows")
+                f[name][:]  # read every byte HDF5 can check
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        problems.append(f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return problems
+
+
+def read_hashes(cache_dir: str, relpath: str) -> list[tuple[str, int, str]]:
+    """(content sha256, label, path) of every row of a finished shard."""
+    with h5py.File(os.path.join(cache_dir, relpath), "r") as f:
+        return [(h.decode("ascii"), int(label), _decode_path(p))
+                for h, label, p in zip(f["hashes"][:], f["labels"][:], f["paths"][:])]
 
 
 class CacheLock:
@@ -325,10 +395,28 @@ class FeatureCache:
                     f"{path}: extraction has not finished (no {MANIFEST_FILE}). Rerun the same "
                     "featcache extract command to resume it.")
             raise CacheError(f"{path}: not a featcache cache (no {MANIFEST_FILE}).")
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> dict:
+        manifest = os.path.join(self.path, MANIFEST_FILE)
         try:
-            self.manifest = read_json(manifest)
+            return read_json(manifest)
         except (OSError, ValueError) as exc:
             raise CacheError(f"{manifest}: unreadable manifest ({exc}).") from exc
+
+    def _consistent(self, read):
+        """Run `read`; if a writer replaced the manifest meanwhile (and removed
+        shards the old one named), start again from the new complete state."""
+        for attempt in range(3):
+            try:
+                return read()
+            except CacheError:
+                if attempt == 2:
+                    raise
+                latest = self._read_manifest()
+                if latest == self.manifest:
+                    raise
+                self.manifest = latest
 
     @property
     def fingerprint(self) -> dict:
@@ -363,13 +451,16 @@ class FeatureCache:
             f = h5py.File(path, "r")
         except OSError as exc:
             raise CacheError(f"{path}: cannot open shard ({exc}). Run featcache verify.") from exc
-        if f.attrs.get("fingerprint_hash") != self.fingerprint_hash or int(f.attrs["rows"]) != shard["rows"]:
+        if f.attrs.get("fingerprint_hash") != self.fingerprint_hash or int(f.attrs.get("rows", -1)) != shard["rows"]:
             f.close()
             raise CacheError(f"{path}: shard does not match the manifest. Run featcache verify.")
         return f
 
     def index(self, split: str) -> tuple[list[str], np.ndarray]:
         """Paths (relative to the data root) and labels of a split, without its features."""
+        return self._consistent(lambda: self._index(split))
+
+    def _index(self, split: str) -> tuple[list[str], np.ndarray]:
         paths: list[str] = []
         labels = []
         for shard in self.shards(split):
@@ -379,7 +470,11 @@ class FeatureCache:
         return paths, (np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32))
 
     def read(self, split: str, dtype: str | None = None) -> Features:
-        """Load every row of a split into memory."""
+        """Load every row of a split into memory (the last complete state, even
+        while another process rewrites the cache)."""
+        return self._consistent(lambda: self._read(split, dtype))
+
+    def _read(self, split: str, dtype: str | None = None) -> Features:
         shards = self.shards(split)
         total = sum(s["rows"] for s in shards)
         stored = np.dtype(self.fingerprint["dtype"])
