@@ -548,7 +548,9 @@ def _run(args) -> int:
     try:
         return args.handler(args)
     except FeatcacheError as exc:
-        print(f"featcache: error: {exc}", file=sys.stderr)
+        from .report import printable
+
+        print(f"featcache: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = {"extract": " Finished shards are kept; run the same command again to resume.",

@@ -101,12 +101,20 @@ def _walk_images(top: str, root: str, ignored: list[tuple[str, str]]) -> list[tu
     """(relative path, size) of every image under `top`, following links without looping."""
     found: list[tuple[str, int]] = []
     seen_dirs: set[tuple[int, int]] = set()
+    top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:
             continue
         key = (st.st_dev, st.st_ino)
+        real = os.path.realpath(dirpath)
+        if dirpath != top and (top_real + os.sep).startswith(real + os.sep):
+            # a link up to the folder being listed or one above it: following it would
+            # list the same images again, under other classes
+            ignored.append((_rel(dirpath, root), "symlink loop: links to a folder above it"))
+            dirnames[:] = []
+            continue
         if key in seen_dirs:  # a symlink loop or a second link to the same folder
             ignored.append((_rel(dirpath, root), "folder already listed (symlink loop?)"))
             dirnames[:] = []
