@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -73,7 +74,10 @@ class ShardInfo:
 
 def write_failed(path: str, exc: BaseException) -> CacheError:
     """A one-line error for a failed write (disk full, file too large, I/O error)."""
-    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+    text = str(exc)
+    found = re.search(r"error message = '([^']+)'", text)  # HDF5 quotes the OS error
+    reason = (getattr(exc, "strerror", None) or (found and found.group(1))
+              or (text.splitlines()[0] if text else type(exc).__name__))
     return CacheError(
         f"{path}: cannot write ({reason}). Finished shards are kept; free space (or lift the "
         "file size limit) and run the same command again to resume.")
@@ -157,7 +161,9 @@ class ShardWriter:
             ds.resize(self.rows, axis=0)
         self._file.attrs["rows"] = self.rows
         self._file.attrs["skipped"] = json.dumps(self.skipped)
-        self._file.close()
+        f, self._file = self._file, None  # a failed close must never be retried (HDF5 crashes)
+        self._features = self._labels = self._paths = self._hashes = None
+        f.close()
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         digest = sha256_file(self.tmp)
@@ -168,10 +174,14 @@ class ShardWriter:
                          self.rows, size, digest, list(self.skipped))
 
     def abort(self) -> None:
+        # drop every handle into the file first: a half-written file whose close failed
+        # (disk full) must not be flushed again when the interpreter exits
+        self._features = self._labels = self._paths = self._hashes = None
+        f, self._file = self._file, None
         try:
-            if self._file is not None:
-                self._file.close()
-        except Exception:  # noqa: BLE001 - already closed or broken; removing is what matters
+            if f is not None and f.id.valid:
+                f.close()
+        except Exception:  # noqa: BLE001 - already broken; removing the file is what matters
             pass
         try:
             os.remove(self.tmp)
