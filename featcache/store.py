@@ -75,9 +75,11 @@ class ShardInfo:
 def write_failed(path: str, exc: BaseException) -> CacheError:
     """A one-line error for a failed write (disk full, file too large, I/O error)."""
     text = str(exc)
-    found = re.search(r"error message = '([^']+)'", text)  # HDF5 quotes the OS error
-    reason = (getattr(exc, "strerror", None) or (found and found.group(1))
-              or (text.splitlines()[0] if text else type(exc).__name__))
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        found = re.search(r"errno = (\d+)", text)  # HDF5 quotes the OS error number
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (text.splitlines()[0] if text else type(exc).__name__)
     return CacheError(
         f"{path}: cannot write ({reason}). Finished shards are kept; free space (or lift the "
         "file size limit) and run the same command again to resume.")
@@ -108,16 +110,22 @@ class ShardWriter:
         n_chunks = -(-capacity // per_chunk)
         chunk_rows = -(-capacity // n_chunks)
         self._file = None
+        self._vfd: tuple[int, tuple[int, int]] | None = None
         try:
             self._create(feature_shape, dtype, capacity, chunk_rows, fingerprint_hash)
         except (OSError, RuntimeError) as exc:
-            self.abort()
-            raise write_failed(self.tmp, exc) from None
+            raise self._failed(exc) from None
 
     def _create(self, feature_shape, dtype, capacity, chunk_rows, fingerprint_hash) -> None:
         split, index, plan_hash, planned = self.split, self.index, self.plan_hash, self.planned
         self._file = h5py.File(self.tmp, "w")
         f = self._file
+        try:  # the OS file descriptor HDF5 writes through, to disarm it if a write fails
+            fd = int(f.id.get_vfd_handle())
+            st = os.fstat(fd)
+            self._vfd = (fd, (st.st_dev, st.st_ino))
+        except (OSError, RuntimeError, ValueError, TypeError):
+            self._vfd = None
         f.attrs.update({
             "featcache_format": FORMAT_VERSION, "fingerprint_hash": fingerprint_hash,
             "split": split, "index": index, "plan_hash": plan_hash, "planned": planned,
@@ -132,6 +140,31 @@ class ShardWriter:
         self._hashes = f.create_dataset("hashes", shape=(capacity,), maxshape=(capacity,),
                                         dtype="S64")
 
+    def _failed(self, exc: BaseException) -> CacheError:
+        """After a failed write: disarm HDF5's file, close and remove it, and say why.
+
+        HDF5 keeps dirty metadata of a file whose write failed and retries
+        flushing it on every later close or garbage collection, which fails
+        again (or crashes the process). Pointing its descriptor at /dev/null
+        lets it finish closing; the temporary file is then deleted.
+        """
+        if self._vfd is not None:
+            fd, identity = self._vfd
+            self._vfd = None
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == identity:  # still HDF5's descriptor of our file
+                    null = os.open(os.devnull, os.O_RDWR)
+                    try:
+                        os.dup2(null, fd)
+                    finally:
+                        os.close(null)
+            except OSError:
+                pass
+        error = write_failed(self.tmp, exc)
+        self.abort()
+        return error
+
     def append(self, features: np.ndarray, labels, paths, hashes) -> None:
         n = len(labels)
         if n == 0:
@@ -143,7 +176,7 @@ class ShardWriter:
             self._paths[a:b] = [_encode_path(p) for p in paths]
             self._hashes[a:b] = [h.encode("ascii") for h in hashes]
         except (OSError, RuntimeError) as exc:
-            raise write_failed(self.tmp, exc) from None
+            raise self._failed(exc) from None
         self.rows = b
 
     def skip(self, path: str, reason: str) -> None:
@@ -154,16 +187,17 @@ class ShardWriter:
         try:
             return self._commit()
         except (OSError, RuntimeError) as exc:
-            raise write_failed(self.tmp, exc) from None
+            raise self._failed(exc) from None
 
     def _commit(self) -> ShardInfo:
         for ds in (self._features, self._labels, self._paths, self._hashes):
             ds.resize(self.rows, axis=0)
         self._file.attrs["rows"] = self.rows
         self._file.attrs["skipped"] = json.dumps(self.skipped)
-        f, self._file = self._file, None  # a failed close must never be retried (HDF5 crashes)
+        self._file.flush()  # a full disk shows here, while every handle is still ours to disarm
         self._features = self._labels = self._paths = self._hashes = None
-        f.close()
+        self._file.close()
+        self._file = self._vfd = None  # closed: its descriptor number may be reused
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         digest = sha256_file(self.tmp)
@@ -174,10 +208,10 @@ class ShardWriter:
                          self.rows, size, digest, list(self.skipped))
 
     def abort(self) -> None:
-        # drop every handle into the file first: a half-written file whose close failed
-        # (disk full) must not be flushed again when the interpreter exits
+        """Close and delete the temporary file (after an error or an interrupt)."""
         self._features = self._labels = self._paths = self._hashes = None
         f, self._file = self._file, None
+        self._vfd = None
         try:
             if f is not None and f.id.valid:
                 f.close()
