@@ -55,6 +55,7 @@ def test_write_error_is_one_line_earlier_shards_survive_and_resume_completes(tmp
     assert assert_same_cache(str(out), clean.cache) == 20
 
 
+@pytest.mark.slow
 def test_manifest_write_failure_keeps_the_previous_complete_state(tmp_path):
     """A full disk while replacing the manifest leaves the last complete state readable."""
     data = make_folder(tmp_path / "data", {"": {"a": 3, "b": 3}})
@@ -73,6 +74,7 @@ def test_manifest_write_failure_keeps_the_previous_complete_state(tmp_path):
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,limit", [
     (["--image-size", "64", "--pooling", "none", "--shard-size", "80"], 500_000),  # 1.3 MB shard:
     # its first 1 MiB chunk leaves HDF5's chunk cache, and fails, while rows are appended
