@@ -46,7 +46,8 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
                  + f" · total {s.seconds:.1f}s"),
     ]
     if s.ignored:
-        pairs.append(("ignored", f"{s.ignored} non-image file(s) (see featcache info --json)"))
+        pairs.append(("ignored", f"{s.ignored} file(s) passed over: hidden, not images, or "
+                                 "symlink loops (see featcache info --json)"))
     if s.skipped:
         listed = "; ".join(f"{printable(x['path'])} ({x['reason']})" for x in s.skipped[:max_listed])
         more = f"; and {len(s.skipped) - max_listed} more" if len(s.skipped) > max_listed else ""
