@@ -175,6 +175,32 @@ def _cmd_info(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- verify
+def _cmd_verify(args) -> int:
+    from .verify import verify
+
+    with _stdout_for_json(args.json):
+        report = verify(args.cache, repair=args.repair, weights_dir=args.weights_dir,
+                        weights=args.weights)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"featcache verify: {report.cache}: {report.shards} shard(s), {report.rows} rows")
+        for d in report.damaged:
+            state = "repaired" if d["file"] in report.repaired else "DAMAGED"
+            print(f"  {state}: {d['file']} ({d['split']}, {d['rows']} rows): "
+                  + "; ".join(d["problems"]))
+        for note in report.notes:
+            print(f"  note: {note}")
+        if report.ok:
+            print("  ok" if not report.damaged else "  ok after repair")
+    if not report.ok:
+        print(f"featcache: {len(report.damaged)} damaged shard(s) in {report.cache}; "
+              "run featcache verify --repair to re-extract them", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------- backbones / layers
 def _cmd_backbones(args) -> int:
     from .backbones import BACKBONES, list_backbones
@@ -468,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(handler=_cmd_info)
 
+    p = sub.add_parser("verify", help="re-read every shard of a cache and check it; --repair fixes",
+                       description="Re-read every shard of a cache and check its checksum, size, "
+                                   "row count and fingerprint against the manifest. Exit code 1 "
+                                   "when damage is found and not repaired.")
+    p.add_argument("cache", help="cache folder")
+    p.add_argument("--repair", action="store_true",
+                   help="re-extract only the damaged shards from the original images")
+    p.add_argument("--weights-dir", help="offline weights folder, for --repair "
+                                         "(default: $FEATCACHE_WEIGHTS_DIR)")
+    p.add_argument("--weights", help="weights file, for --repair of a cache made with --weights PATH")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(handler=_cmd_verify)
+
     p = sub.add_parser("backbones", help="list the backbones featcache knows")
     p.add_argument("--weights-dir", help="offline weights folder to check")
     p.add_argument("--json", action="store_true")
@@ -581,7 +620,9 @@ def _run(args) -> int:
     try:
         return args.handler(args)
     except FeatcacheError as exc:
-        print(f"featcache: error: {exc}", file=sys.stderr)
+        from .report import printable
+
+        print(f"featcache: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = {"extract": " Finished shards are kept; run the same command again to resume.",

@@ -21,7 +21,7 @@ from . import __version__
 from .augment_views import AugmentSpec, views_for
 from .dataset import SPLIT_ORDER, Dataset, ImageRecord, load_dataset
 from .decode import DEFAULT_MAX_PIXELS, ResizeSpec
-from .errors import DataError, UsageError
+from .errors import CacheLockedError, DataError, UsageError
 from .fileio import read_json, write_json_atomic
 from .fingerprint import FORMAT_VERSION, canonical_json, fingerprint_hash, make_fingerprint
 from .pipeline import Item, decoded_batches
@@ -34,10 +34,12 @@ from .store import (
     ShardInfo,
     ShardWriter,
     init_identity,
+    read_hashes,
     read_shard_info,
     remove_if_unused,
     remove_stale_temporaries,
     shard_relpath,
+    write_failed,
 )
 
 DTYPES = ("float32", "float16")
@@ -395,7 +397,7 @@ def _run_pending(extractor, pending: list[ShardTask], dataset: Dataset, resize: 
     return written
 
 
-def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
+def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = ()) -> ExtractSummary:
     """Extract features for every image of `options.data` into `options.out`.
 
     Resumes when the cache exists with the same fingerprint; refuses when its
@@ -406,6 +408,8 @@ def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
         extractor: a `FeatureExtractor` built earlier, to reuse across calls
             (notebooks, benchmarks); it then decides backbone, image size,
             layer, pooling and weights, and those options are ignored.
+        rebuild: shard files (relative to the cache) to delete and extract
+            again even if they look finished (`featcache verify --repair`).
 
     Raises:
         FeatcacheError subclasses with one-line messages (bad flags, data,
@@ -446,14 +450,16 @@ def extract(options: ExtractOptions, extractor=None) -> ExtractSummary:
                       options.augment)
     try:
         with _engine(options, extractor) as engine:
-            return _extract_locked(options, engine, build, dataset, out, timing, started)
+            return _extract_locked(options, engine, build, dataset, out, timing, started, rebuild)
+    except CacheLockedError:
+        raise  # the folder belongs to the process holding the lock: touch nothing
     except BaseException:
         if created:
             remove_if_unused(out)
         raise
 
 
-def _extract_locked(options, engine, build: BuildSpec, dataset, out, timing, started):
+def _extract_locked(options, engine, build: BuildSpec, dataset, out, timing, started, rebuild=()):
     with CacheLock(out):
         start = time.perf_counter()
         info = engine.prepare(build)
@@ -464,6 +470,9 @@ def _extract_locked(options, engine, build: BuildSpec, dataset, out, timing, sta
 
         plan = plan_shards(dataset, fph, options.shard_size)
         tasks = slice_tasks(plan, options.slice_index, options.num_slices) if options.sliced else plan
+        for relpath in rebuild:
+            if os.path.isfile(os.path.join(out, relpath)):
+                os.remove(os.path.join(out, relpath))
         known = _known_shards(out, tasks, fph)
         pending = [t for t in tasks if t.relpath not in known]
         images = sum(len(t.records) for t in pending)
@@ -475,14 +484,18 @@ def _extract_locked(options, engine, build: BuildSpec, dataset, out, timing, sta
         shards = {**known, **{s.file: s for s in written}}
         ordered = [shards[t.relpath] for t in tasks]
         remove_stale_temporaries(out)  # left by workers killed mid-shard and retried elsewhere
-        manifest = _manifest(out, fingerprint, fph, dataset, ordered, options, info)
+        duplicates = _duplicate_warnings(out, ordered, dataset.class_names)
+        manifest = _manifest(out, fingerprint, fph, dataset, ordered, options, info, duplicates)
         if options.sliced:
             # a slice is not a cache: `featcache merge` turns all slices into one manifest
             manifest["status"] = "slice"
             manifest["slice"] = {"index": options.slice_index, "count": options.num_slices,
                                  "plan": [t.relpath for t in plan]}
-        write_json_atomic(os.path.join(out, SLICE_MANIFEST if options.sliced else MANIFEST_FILE),
-                          manifest)
+        manifest_path = os.path.join(out, SLICE_MANIFEST if options.sliced else MANIFEST_FILE)
+        try:
+            write_json_atomic(manifest_path, manifest)
+        except OSError as exc:
+            raise write_failed(manifest_path, exc) from None
         _remove_unplanned_shards(out, {t.relpath for t in tasks})
 
     skipped = [s for info_ in ordered for s in info_.skipped]
@@ -503,13 +516,34 @@ def _extract_locked(options, engine, build: BuildSpec, dataset, out, timing, sta
         extract_seconds=extract_seconds,
         timing=timing,
         ignored=len(dataset.ignored),
-        warnings=list(dataset.warnings),
+        warnings=list(dataset.warnings) + duplicates,
         weights=info.weights,
     )
 
 
+def _duplicate_warnings(out: str, shards: list[ShardInfo], class_names: list[str],
+                        listed: int = 5) -> list[str]:
+    """One warning per image content filed under more than one class.
+
+    The same bytes with two labels are contradictory training data; both rows
+    are kept (they are distinct files), and the user is told.
+    """
+    seen: dict[str, dict[int, str]] = {}
+    for info in shards:
+        for digest, label, path in read_hashes(out, info.file):
+            seen.setdefault(digest, {}).setdefault(label, path)
+    clashes = [by_label for by_label in seen.values() if len(by_label) > 1]
+    warnings = []
+    for by_label in clashes[:listed]:
+        names = ", ".join(f"{p} ({class_names[c]})" for c, p in sorted(by_label.items()))
+        warnings.append(f"identical image content under different classes: {names}")
+    if len(clashes) > listed:
+        warnings.append(f"and {len(clashes) - listed} more images filed under several classes")
+    return warnings
+
+
 def _manifest(out, fingerprint, fph, dataset: Dataset, shards: list[ShardInfo],
-              options: ExtractOptions, extractor: ExtractorInfo) -> dict:
+              options: ExtractOptions, extractor: ExtractorInfo, duplicates: list[str] = ()) -> dict:
     splits: dict[str, dict] = {}
     for info in shards:
         entry = splits.setdefault(info.split, {"rows": 0, "skipped": 0, "shards": 0})
@@ -537,7 +571,7 @@ def _manifest(out, fingerprint, fph, dataset: Dataset, shards: list[ShardInfo],
                        "shard_size": options.shard_size, "engine": options.engine},
         "shards": [dict(info.to_json(), skipped=info.skipped) for info in shards],
         "ignored": [{"path": p, "reason": r} for p, r in dataset.ignored],
-        "warnings": dataset.warnings,
+        "warnings": list(dataset.warnings) + list(duplicates),
     }
 
 
