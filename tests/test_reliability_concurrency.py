@@ -27,6 +27,7 @@ def test_two_extractions_into_one_new_cache(tmp_path):
     for _, err, code in refused:
         assert_one_line_error(err, "being written by another featcache process")
     assert codes in ([0, 2], [0, 0]), [r[1][-2000:] for r in results]
+    print(f"\ntwo extractions at once: exit codes {codes}")
     if codes == [0, 0]:  # the second ran after the first finished: it reused every shard
         assert sorted(json.loads(r[0])["shards_written"] for r in results)[0] == 0
     # the loser touched nothing: the cache keeps its identity and verifies and resumes
