@@ -114,11 +114,11 @@ class ShardWriter:
         self._file = None
         self._vfd: tuple[int, tuple[int, int]] | None = None
         try:
-            self._create(feature_shape, dtype, capacity, chunk_rows, fingerprint_hash)
+            self._create(feature_shape, dtype, capacity, chunk_rows, fingerprint_hash, views)
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc) from None
 
-    def _create(self, feature_shape, dtype, capacity, chunk_rows, fingerprint_hash) -> None:
+    def _create(self, feature_shape, dtype, capacity, chunk_rows, fingerprint_hash, views) -> None:
         split, index, plan_hash, planned = self.split, self.index, self.plan_hash, self.planned
         self._file = h5py.File(self.tmp, "w")
         f = self._file
