@@ -83,3 +83,30 @@ def backend_info() -> dict:
         "backend": name,
         "backend_version": getattr(module, "__version__", "unknown"),
     }
+
+
+def load_model_safely(path: str, compile: bool = True):
+    """`keras.models.load_model` with safe mode on, its refusals as one-line errors.
+
+    Safe mode refuses models that carry Python code (Lambda layers, pickled
+    functions): loading them could run anything.
+
+    Raises:
+        UsageError: the file holds code safe mode refuses, or is not a Keras model.
+    """
+    from .errors import UsageError
+
+    keras = import_keras()
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower():
+            raise UsageError(
+                f"{path} contains Python code (e.g. a Lambda layer) that Keras' safe mode refuses "
+                "to load, since loading it could run anything. featcache never writes such "
+                "models; use a model featcache wrote.") from None
+        raise UsageError(f"{path}: not a Keras model featcache can load ({text.splitlines()[0]}).") \
+            from None
+    except (OSError, KeyError) as exc:
+        raise UsageError(f"{path}: cannot load the Keras model ({exc}).") from None

@@ -159,7 +159,7 @@ def load_end_to_end(folder: str, config: dict, trust: bool = False):
     Raises:
         UsageError: the model file is missing or changed since featcache wrote it.
     """
-    from ._keras import import_keras
+    from ._keras import load_model_safely
 
     path = os.path.join(os.path.abspath(folder), config["model_file"])
     if not os.path.isfile(path):
@@ -167,4 +167,4 @@ def load_end_to_end(folder: str, config: dict, trust: bool = False):
     if not trust and sha256_file(path) != config.get("model_sha256"):
         raise UsageError(f"{path} changed since featcache wrote it (sha256 differs from "
                          f"{CONFIG_FILE}). Pass --trust if you know where it came from.")
-    return import_keras().models.load_model(path, safe_mode=True)
+    return load_model_safely(path)

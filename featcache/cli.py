@@ -80,9 +80,31 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
                    help="refuse images larger than this many pixels (decompression bombs)")
     r = p.add_argument_group("running")
     r.add_argument("--batch-size", type=int, default=32, help="images per backbone call (default 32)")
-    r.add_argument("--workers", type=int, help="decoding threads (default: CPU count, at most 8)")
+    r.add_argument("--workers", type=int,
+                   help="decoding threads (default: CPU count, at most 8); with --engine dask and "
+                        "no --scheduler: worker processes of a cluster on this machine")
     r.add_argument("--shard-size", type=int, default=1024,
-                   help="rows per HDF5 shard; the unit of resume (default 1024)")
+                   help="images per HDF5 shard; the unit of resume and of distributed work "
+                        "(default 1024)")
+    r.add_argument("--augment-views", type=int, default=0, metavar="K",
+                   help="also store K augmented views (flip, crop, rotation, colour jitter) of each "
+                        "training image, next to the image itself (view 0); val/test stay clean")
+    r.add_argument("--augment-seed", type=int, default=0,
+                   help="seed of the augmented views (default 0)")
+    c = p.add_argument_group("scaling out")
+    c.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="local (default): this process; dask: shard tasks on a dask.distributed "
+                        "cluster (needs a filesystem all workers share)")
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler to send shard tasks to, e.g. tcp://10.0.0.5:8786 "
+                        "(default: start a local cluster of --workers processes)")
+    c.add_argument("--retries", type=int, default=3,
+                   help="Dask: times a failed shard task is retried (default 3)")
+    c.add_argument("--num-slices", "--num-shards", dest="num_slices", type=int, default=1,
+                   metavar="K", help="split the plan into K slices run anywhere (e.g. a Slurm "
+                                     "array); each writes to OUT/parts/; `featcache merge OUT` joins them")
+    c.add_argument("--slice-index", "--shard-index", dest="slice_index", type=int, metavar="I",
+                   help="the slice (0..K-1) this run extracts")
 
 
 def _cmd_extract(args) -> int:
@@ -97,13 +119,45 @@ def _cmd_extract(args) -> int:
         allow_outside_root=args.allow_outside_root, strict=args.strict, workers=args.workers,
         shard_size=args.shard_size, resize=args.resize, aspect=args.aspect,
         max_pixels=args.max_pixels, seed=args.seed,
-        progress=False if (args.quiet or args.json) else None)
+        progress=False if (args.quiet or args.json) else None, engine=args.engine,
+        scheduler=args.scheduler, retries=args.retries, num_slices=args.num_slices,
+        slice_index=args.slice_index, augment_views=args.augment_views,
+        augment_seed=args.augment_seed)
     with _stdout_for_json(args.json):
         summary = extract(options)
     if args.json:
         _print_json(summary.to_json())
     elif not args.quiet:
         print(extract_summary(summary))
+    return 0
+
+
+# ---------------------------------------------------------------- merge
+def _cmd_merge(args) -> int:
+    from .merge import merge_slices
+
+    summary = merge_slices(args.cache, remove_parts=args.remove_parts)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        rows = " · ".join(f"{k} {v}" for k, v in summary.splits.items())
+        print(f"featcache merge: {summary.slices} slices, {summary.shards} shards into "
+              f"{summary.cache} ({rows}); {summary.linked} linked, {summary.copied} copied"
+              + ("; parts/ removed" if summary.parts_removed else ""))
+    return 0
+
+
+# ---------------------------------------------------------------- fuse
+def _cmd_fuse(args) -> int:
+    from .fusion import fuse_caches
+
+    summary = fuse_caches(args.first, args.second, args.out)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        rows = " · ".join(f"{k} {v}" for k, v in summary.splits.items())
+        print(f"featcache fuse: {summary.feature_shape[0]} features per row ({rows}) in "
+              f"{summary.cache}; train heads on it with featcache train-head --cache {summary.cache}")
     return 0
 
 
@@ -118,6 +172,32 @@ def _cmd_info(args) -> int:
     else:
         print(f"featcache cache {cache.path}")
         print(cache_info(cache.manifest))
+    return 0
+
+
+# ---------------------------------------------------------------- verify
+def _cmd_verify(args) -> int:
+    from .verify import verify
+
+    with _stdout_for_json(args.json):
+        report = verify(args.cache, repair=args.repair, weights_dir=args.weights_dir,
+                        weights=args.weights)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"featcache verify: {report.cache}: {report.shards} shard(s), {report.rows} rows")
+        for d in report.damaged:
+            state = "repaired" if d["file"] in report.repaired else "DAMAGED"
+            print(f"  {state}: {d['file']} ({d['split']}, {d['rows']} rows): "
+                  + "; ".join(d["problems"]))
+        for note in report.notes:
+            print(f"  note: {note}")
+        if report.ok:
+            print("  ok" if not report.damaged else "  ok after repair")
+    if not report.ok:
+        print(f"featcache: {len(report.damaged)} damaged shard(s) in {report.cache}; "
+              "run featcache verify --repair to re-extract them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -391,10 +471,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=_cmd_extract)
 
+    p = sub.add_parser("merge", help="join the slices of a sliced extraction into one cache",
+                       description="Join CACHE/parts/slice-I-of-K (from featcache extract "
+                                   "--num-slices K --slice-index I) into the cache CACHE.")
+    p.add_argument("cache", help="the --out folder the slices were extracted to")
+    p.add_argument("--remove-parts", action="store_true",
+                   help="delete CACHE/parts/ once the cache is complete")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_merge)
+
+    p = sub.add_parser("fuse", help="join two caches of the same images into one (features side by side)",
+                       description="Match the rows of two caches by image content hash and write a "
+                                   "cache whose features are the first's followed by the second's.")
+    p.add_argument("first", help="a cache folder")
+    p.add_argument("second", help="a cache of the same images made another way (e.g. another backbone)")
+    p.add_argument("--out", required=True, help="folder for the fused cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_fuse)
+
     p = sub.add_parser("info", help="show what a cache holds and how it was made")
     p.add_argument("cache", help="cache folder")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(handler=_cmd_info)
+
+    p = sub.add_parser("verify", help="re-read every shard of a cache and check it; --repair fixes",
+                       description="Re-read every shard of a cache and check its checksum, size, "
+                                   "row count and fingerprint against the manifest. Exit code 1 "
+                                   "when damage is found and not repaired.")
+    p.add_argument("cache", help="cache folder")
+    p.add_argument("--repair", action="store_true",
+                   help="re-extract only the damaged shards from the original images")
+    p.add_argument("--weights-dir", help="offline weights folder, for --repair "
+                                         "(default: $FEATCACHE_WEIGHTS_DIR)")
+    p.add_argument("--weights", help="weights file, for --repair of a cache made with --weights PATH")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.set_defaults(handler=_cmd_verify)
 
     p = sub.add_parser("backbones", help="list the backbones featcache knows")
     p.add_argument("--weights-dir", help="offline weights folder to check")
@@ -509,7 +620,9 @@ def _run(args) -> int:
     try:
         return args.handler(args)
     except FeatcacheError as exc:
-        print(f"featcache: error: {exc}", file=sys.stderr)
+        from .report import printable
+
+        print(f"featcache: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = {"extract": " Finished shards are kept; run the same command again to resume.",

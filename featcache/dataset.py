@@ -101,21 +101,33 @@ def _walk_images(top: str, root: str, ignored: list[tuple[str, str]]) -> list[tu
     """(relative path, size) of every image under `top`, following links without looping."""
     found: list[tuple[str, int]] = []
     seen_dirs: set[tuple[int, int]] = set()
+    top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:
             continue
         key = (st.st_dev, st.st_ino)
+        real = os.path.realpath(dirpath)
+        if dirpath != top and (top_real + os.sep).startswith(real + os.sep):
+            # a link up to the folder being listed or one above it: following it would
+            # list the same images again, under other classes
+            ignored.append((_rel(dirpath, root), "symlink loop: links to a folder above it"))
+            dirnames[:] = []
+            continue
         if key in seen_dirs:  # a symlink loop or a second link to the same folder
             ignored.append((_rel(dirpath, root), "folder already listed (symlink loop?)"))
             dirnames[:] = []
             continue
         seen_dirs.add(key)
+        for d in sorted(dirnames):
+            if _is_hidden(d):
+                ignored.append((_rel(os.path.join(dirpath, d), root), "hidden folder"))
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             if _is_hidden(name):
+                ignored.append((_rel(full, root), "hidden file"))
                 continue
             if not is_image_name(name):
                 ignored.append((_rel(full, root), "not an image file extension"))
@@ -272,6 +284,9 @@ def _finish(root, layout, records, ignored, warnings, source) -> Dataset:
     if dupes:
         raise DataError(f"{source}: {dupes[0][1]} is listed more than once in split {dupes[0][0]}.")
     class_names = sorted({r.label for r in records})
+    if len(class_names) == 1:
+        warnings.append(f"only one class ({class_names[0]}): features are extracted, but training "
+                        "a classifier needs at least two")
     by_split = {s: {r.label for r in records if r.split == s} for s in SPLIT_ORDER}
     for split, labels in by_split.items():
         missing = [c for c in class_names if c not in labels]
@@ -337,7 +352,7 @@ def assign_splits(
             split = "test" if u < test_split else "val" if u < test_split + val_split else "train"
         moved.append(replace(record, split=split, content_hash=h))
     return _finish(dataset.root, dataset.layout, moved, dataset.ignored,
-                   [w for w in dataset.warnings if not w.startswith("split ")],
+                   [w for w in dataset.warnings if not w.startswith(("split ", "only one class"))],
                    source=f"--data {dataset.root}")
 
 

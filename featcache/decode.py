@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -144,6 +146,11 @@ def read_image(path: str, spec: ResizeSpec, display: str | None = None,
     """
     name = display or path
     try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise BadImageError(name, "not a regular file (pipe, socket or device)")
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:

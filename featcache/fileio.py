@@ -35,12 +35,19 @@ def fsync_dir(path: str) -> None:
 def write_json_atomic(path: str, data: dict) -> None:
     """Write JSON so that readers see either the old file or the whole new one."""
     tmp = f"{path}{TMP_MARKER}{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk must not leave a half-written temporary behind
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 

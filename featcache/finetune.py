@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import __version__
-from ._keras import import_keras
+from ._keras import import_keras, load_model_safely
 from .artifacts import (
     CONFIG_FILE,
     FINGERPRINT_FILE,
@@ -33,6 +33,7 @@ from .artifacts import (
     read_head_files,
 )
 from .dataset import load_dataset
+from .fingerprint import check_same
 from .errors import UsageError
 from .fileio import read_json, sha256_file, write_json_atomic
 from .heads.base import class_weights
@@ -262,6 +263,13 @@ def _prepare(data, head_dir, out, options, resume, trust) -> _Setup:
                          "another --out.")
     if resume and not os.path.isfile(state_path):
         raise UsageError(f"--resume: no unfinished fine-tuning run in {out}.")
+    if resume:
+        started = read_json(state_path).get("head_fingerprint")
+        if started is not None:  # the checkpoint's backbone must be this head's backbone
+            check_same(started["fingerprint"], fingerprint["fingerprint"],
+                       f"the unfinished run in --out {out}",
+                       f"Resume it with the head it was started from, not {head_dir}, "
+                       "or choose another --out.")
     # an unfinished run's own folder is reused as it is; anything else must be new or empty
     out = os.path.abspath(out) if resume else prepare_out_folder(out)
     os.makedirs(checkpoint, exist_ok=True)
@@ -311,12 +319,13 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
     head_epochs = len(head_history.get("loss", []))
     if resume:
         state = read_json(setup.state_path)
-        model = keras.models.load_model(os.path.join(setup.checkpoint, "last.keras"), safe_mode=True)
+        model = load_model_safely(os.path.join(setup.checkpoint, "last.keras"))
     else:
         model, trainable = build_model(backbone.extractor, setup.head_model, options)
         state = {"epochs": options.epochs, "epochs_done": 0, "best_loss": None, "best_epoch": None,
                  "wait": 0, "history": {}, "trainable_layers": trainable,
-                 "head_epochs": head_epochs, "options": asdict(options)}
+                 "head_epochs": head_epochs, "options": asdict(options),
+                 "head_fingerprint": setup.fingerprint}
         write_json_atomic(setup.state_path, state)
 
     train_items = _items(setup.dataset, head.class_names, "train")
@@ -341,7 +350,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
     seconds = time.perf_counter() - started
 
     best = os.path.join(setup.checkpoint, "best.keras")
-    final = keras.models.load_model(best, safe_mode=True) if os.path.isfile(best) else model
+    final = load_model_safely(best) if os.path.isfile(best) else model
     scores, labels = _score(final, val_items or train_items, backbone.resize, options)
     metrics = classification_metrics(labels, scores, head.class_names)
     metrics["split"] = "val" if val_items else "train"

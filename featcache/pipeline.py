@@ -32,12 +32,14 @@ class Item:
         path: absolute file path.
         display: path shown to the user and stored (relative to the data root).
         label: class index.
+        view: 0 for the image itself, k >= 1 for its k-th augmented view.
     """
 
     group: int
     path: str
     display: str
     label: int
+    view: int = 0
 
 
 @dataclass
@@ -81,12 +83,14 @@ def _lower_priority(niceness: int) -> None:
             pass
 
 
-def _decode(item: Item, spec: ResizeSpec, max_pixels: int):
+def _decode(item: Item, spec: ResizeSpec, max_pixels: int, augment=None):
     start = time.thread_time()  # CPU time of this thread: waiting for a core does not count
     try:
         pixels, digest = read_image(item.path, spec, item.display, max_pixels)
     except BadImageError as exc:
         return None, exc.reason, time.thread_time() - start
+    if item.view and augment is not None:
+        pixels = augment.apply(pixels, digest, item.view)
     return pixels, digest, time.thread_time() - start
 
 
@@ -97,6 +101,7 @@ def decoded_batches(
     workers: int,
     prefetch_batches: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    augment=None,
 ) -> Iterator[Batch]:
     """Yield decoded batches in input order while later images decode.
 
@@ -107,6 +112,7 @@ def decoded_batches(
         workers: decoding threads.
         prefetch_batches: how many batches' worth of images to keep in flight.
         max_pixels: images larger than this are refused unread.
+        augment: an `AugmentSpec` applied to items whose `view` is not 0.
     """
     height, width = spec.size
     window: deque[tuple[Item, Future]] = deque()
@@ -119,7 +125,7 @@ def decoded_batches(
             item = next(source, None)
             if item is None:
                 return
-            window.append((item, pool.submit(_decode, item, spec, max_pixels)))
+            window.append((item, pool.submit(_decode, item, spec, max_pixels, augment)))
 
     try:
         top_up()

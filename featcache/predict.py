@@ -49,6 +49,11 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
     from .feature_model import build_feature_extractor
 
     fp = fingerprint["fingerprint"]
+    if "fused" in fp:
+        names = " + ".join(str(f.get("backbone", "?")) for f in fp["fused"])
+        raise UsageError(
+            f"This head was trained on a fused cache ({names}): it takes fused features, which no "
+            "single backbone makes from images. Score it with featcache evaluate on a fused cache.")
     recorded = config.get("backbone", {}).get("weights", {})
     source = recorded.get("source")
     if weights is None:

@@ -5,6 +5,12 @@ from __future__ import annotations
 from .extract import ExtractSummary
 
 
+def printable(text: str) -> str:
+    """A file name as valid UTF-8 for the terminal: undecodable bytes (non-UTF-8
+    names arrive as surrogate escapes) are shown as \\xNN instead of crashing print."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -40,19 +46,27 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
                  + f" · total {s.seconds:.1f}s"),
     ]
     if s.ignored:
-        pairs.append(("ignored", f"{s.ignored} non-image file(s) (see featcache info --json)"))
+        pairs.append(("ignored", f"{s.ignored} file(s) passed over: hidden, not images, or "
+                                 "symlink loops (see featcache info --json)"))
     if s.skipped:
-        listed = "; ".join(f"{x['path']} ({x['reason']})" for x in s.skipped[:max_listed])
+        listed = "; ".join(f"{printable(x['path'])} ({x['reason']})" for x in s.skipped[:max_listed])
         more = f"; and {len(s.skipped) - max_listed} more" if len(s.skipped) > max_listed else ""
         pairs.append(("skipped", f"{len(s.skipped)}: {listed}{more}"))
     for warning in s.warnings:
-        pairs.append(("warning", warning))
+        pairs.append(("warning", printable(warning)))
     return head + "\n" + _rows(pairs)
 
 
 def cache_info(manifest: dict) -> str:
     fp = manifest["fingerprint"]
     shards = manifest["shards"]
+    if "fused" in fp:
+        parts = " + ".join(f"{f.get('backbone')} {shape_text(f.get('feature_shape', []))}"
+                           for f in fp["fused"])
+        return _rows([("fused", f"{parts} -> {shape_text(fp['feature_shape'])} {fp['dtype']}"),
+                      ("from", ", ".join(manifest.get("extraction", {}).get("fused_from", []))),
+                      ("rows", " · ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())),
+                      ("fingerprint", manifest["fingerprint_hash"])])
     weights = manifest.get("weights", {})
     if weights.get("source") == "none":
         weights_text = f"random (seed {weights.get('seed')}): features are meaningless"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ IDENTITY_FILE = "cache.json"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = "lock"
 SHARDS_DIR = "shards"
+PARTS_DIR = "parts"  # slices of a sliced extraction, before `featcache merge`
 CHUNK_BYTES = 1 << 20
 
 
@@ -71,14 +73,30 @@ class ShardInfo:
         }
 
 
+def write_failed(path: str, exc: BaseException) -> CacheError:
+    """A one-line error for a failed write (disk full, file too large, I/O error)."""
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        found = re.search(r"errno = (\d+)", text)  # HDF5 quotes the OS error number
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (text.splitlines()[0] if text else type(exc).__name__)
+    return CacheError(
+        f"{path}: cannot write ({reason}). Finished shards are kept; free space (or lift the "
+        "file size limit) and run the same command again to resume.")
+
+
 class ShardWriter:
     """Writes one shard under a temporary name; `commit` makes it visible.
 
     Rows are appended batch by batch, so a shard never has to fit in memory.
+    Write failures (disk full, a file size limit) raise `CacheError` naming
+    the shard; the temporary file is removed by `abort`.
     """
 
     def __init__(self, cache_dir: str, split: str, index: int, plan_hash: str, planned: int,
-                 feature_shape: tuple[int, ...], dtype: str, fingerprint_hash: str):
+                 feature_shape: tuple[int, ...], dtype: str, fingerprint_hash: str,
+                 views: bool = False):
         self.cache_dir = cache_dir
         self.relpath = shard_relpath(split, index, plan_hash)
         self.final = os.path.join(cache_dir, self.relpath)
@@ -93,8 +111,23 @@ class ShardWriter:
         per_chunk = max(1, min(capacity, CHUNK_BYTES // max(row_bytes, 1)))
         n_chunks = -(-capacity // per_chunk)
         chunk_rows = -(-capacity // n_chunks)
+        self._file = None
+        self._vfd: tuple[int, tuple[int, int]] | None = None
+        try:
+            self._create(feature_shape, dtype, capacity, chunk_rows, fingerprint_hash, views)
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc) from None
+
+    def _create(self, feature_shape, dtype, capacity, chunk_rows, fingerprint_hash, views) -> None:
+        split, index, plan_hash, planned = self.split, self.index, self.plan_hash, self.planned
         self._file = h5py.File(self.tmp, "w")
         f = self._file
+        try:  # the OS file descriptor HDF5 writes through, to disarm it if a write fails
+            fd = int(f.id.get_vfd_handle())
+            st = os.fstat(fd)
+            self._vfd = (fd, (st.st_dev, st.st_ino))
+        except (OSError, RuntimeError, ValueError, TypeError):
+            self._vfd = None
         f.attrs.update({
             "featcache_format": FORMAT_VERSION, "fingerprint_hash": fingerprint_hash,
             "split": split, "index": index, "plan_hash": plan_hash, "planned": planned,
@@ -108,16 +141,50 @@ class ShardWriter:
                                        dtype=h5py.string_dtype("utf-8"))
         self._hashes = f.create_dataset("hashes", shape=(capacity,), maxshape=(capacity,),
                                         dtype="S64")
+        # caches with --augment-views: which view of its image each row is (0: the image itself)
+        self._views = (f.create_dataset("views", shape=(capacity,), maxshape=(capacity,),
+                                        dtype="int16") if views else None)
 
-    def append(self, features: np.ndarray, labels, paths, hashes) -> None:
+    def _failed(self, exc: BaseException) -> CacheError:
+        """After a failed write: disarm HDF5's file, close and remove it, and say why.
+
+        HDF5 keeps dirty metadata of a file whose write failed and retries
+        flushing it on every later close or garbage collection, which fails
+        again (or crashes the process). Pointing its descriptor at /dev/null
+        lets it finish closing; the temporary file is then deleted.
+        """
+        if self._vfd is not None:
+            fd, identity = self._vfd
+            self._vfd = None
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == identity:  # still HDF5's descriptor of our file
+                    null = os.open(os.devnull, os.O_RDWR)
+                    try:
+                        os.dup2(null, fd)
+                    finally:
+                        os.close(null)
+            except OSError:
+                pass
+        error = write_failed(self.tmp, exc)
+        self.abort()
+        return error
+
+    def append(self, features: np.ndarray, labels, paths, hashes, views=None) -> None:
         n = len(labels)
         if n == 0:
             return
         a, b = self.rows, self.rows + n
-        self._features[a:b] = np.asarray(features, dtype=self._features.dtype)
-        self._labels[a:b] = np.asarray(labels, dtype=np.int32)
-        self._paths[a:b] = [_encode_path(p) for p in paths]
-        self._hashes[a:b] = [h.encode("ascii") for h in hashes]
+        try:
+            self._features[a:b] = np.asarray(features, dtype=self._features.dtype)
+            self._labels[a:b] = np.asarray(labels, dtype=np.int32)
+            self._paths[a:b] = [_encode_path(p) for p in paths]
+            self._hashes[a:b] = [h.encode("ascii") for h in hashes]
+            if self._views is not None:
+                self._views[a:b] = (np.zeros(n, np.int16) if views is None
+                                    else np.asarray(views, np.int16))
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc) from None
         self.rows = b
 
     def skip(self, path: str, reason: str) -> None:
@@ -125,11 +192,21 @@ class ShardWriter:
 
     def commit(self) -> ShardInfo:
         """Trim, flush, fsync and rename the shard into place."""
-        for ds in (self._features, self._labels, self._paths, self._hashes):
-            ds.resize(self.rows, axis=0)
+        try:
+            return self._commit()
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc) from None
+
+    def _commit(self) -> ShardInfo:
+        for ds in (self._features, self._labels, self._paths, self._hashes, self._views):
+            if ds is not None:
+                ds.resize(self.rows, axis=0)
         self._file.attrs["rows"] = self.rows
         self._file.attrs["skipped"] = json.dumps(self.skipped)
+        self._file.flush()  # a full disk shows here, while every handle is still ours to disarm
+        self._features = self._labels = self._paths = self._hashes = None
         self._file.close()
+        self._file = self._vfd = None  # closed: its descriptor number may be reused
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         digest = sha256_file(self.tmp)
@@ -140,9 +217,14 @@ class ShardWriter:
                          self.rows, size, digest, list(self.skipped))
 
     def abort(self) -> None:
+        """Close and delete the temporary file (after an error or an interrupt)."""
+        self._features = self._labels = self._paths = self._hashes = None
+        f, self._file = self._file, None
+        self._vfd = None
         try:
-            self._file.close()
-        except Exception:  # noqa: BLE001 - already closed or broken; removing is what matters
+            if f is not None and f.id.valid:
+                f.close()
+        except Exception:  # noqa: BLE001 - already broken; removing the file is what matters
             pass
         try:
             os.remove(self.tmp)
@@ -173,6 +255,47 @@ def read_shard_info(cache_dir: str, relpath: str, fingerprint_hash: str) -> Shar
     info.bytes = os.path.getsize(path)
     info.sha256 = sha256_file(path)
     return info
+
+
+def check_shard(cache_dir: str, entry: dict, fingerprint_hash: str) -> list[str]:
+    """Everything wrong with one manifest shard entry's file; [] when intact.
+
+    Re-reads the whole file: its sha256 and size against the manifest, then
+    its attributes and every dataset's row count.
+    """
+    path = os.path.join(cache_dir, entry["file"])
+    if not os.path.isfile(path):
+        return ["file is missing"]
+    problems = []
+    size = os.path.getsize(path)
+    if size != entry.get("bytes"):
+        problems.append(f"size {size} bytes, manifest says {entry.get('bytes')}")
+    if sha256_file(path) != entry.get("sha256"):
+        problems.append("sha256 differs from the manifest")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("fingerprint_hash") != fingerprint_hash:
+                problems.append("belongs to another fingerprint")
+            rows = int(f.attrs.get("rows", -1))
+            if rows != entry.get("rows"):
+                problems.append(f"{rows} rows, manifest says {entry.get('rows')}")
+            for name in ("features", "labels", "paths", "hashes"):
+                if name not in f:
+                    problems.append(f"no '{name}' dataset")
+                    continue
+                if f[name].shape[0] != entry.get("rows"):
+                    problems.append(f"'{name}' holds {f[name].shape[0]} rows")
+                f[name][:]  # read every byte HDF5 can check
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        problems.append(f"unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return problems
+
+
+def read_hashes(cache_dir: str, relpath: str) -> list[tuple[str, int, str]]:
+    """(content sha256, label, path) of every row of a finished shard."""
+    with h5py.File(os.path.join(cache_dir, relpath), "r") as f:
+        return [(h.decode("ascii"), int(label), _decode_path(p))
+                for h, label, p in zip(f["hashes"][:], f["labels"][:], f["paths"][:])]
 
 
 class CacheLock:
@@ -268,7 +391,7 @@ def init_identity(cache_dir: str, fingerprint: dict, fingerprint_hash: str) -> b
                        "Use another --out for these settings, or delete the cache to rebuild it.")
             return False
         os.remove(path)  # an earlier run stopped before writing any features: nothing to mix
-    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR)]
+    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR, PARTS_DIR)]
     if others:
         raise CacheError(
             f"--out {cache_dir}: folder is not empty and is not a featcache cache "
@@ -295,6 +418,8 @@ class Features:
         class_names: class names of the cache.
         split: split name.
         fingerprint: the cache's fingerprint.
+        views: per row, which augmented view of its image it is (0: the image
+            itself); all zeros for caches made without --augment-views.
     """
 
     features: np.ndarray
@@ -304,6 +429,7 @@ class Features:
     class_names: list[str]
     split: str
     fingerprint: dict
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -324,11 +450,32 @@ class FeatureCache:
                 raise CacheError(
                     f"{path}: extraction has not finished (no {MANIFEST_FILE}). Rerun the same "
                     "featcache extract command to resume it.")
+            if os.path.isdir(os.path.join(self.path, PARTS_DIR)):
+                raise CacheError(f"{path}: holds slices of a sliced extraction but no {MANIFEST_FILE} "
+                                 f"yet. Join them with: featcache merge {path}")
             raise CacheError(f"{path}: not a featcache cache (no {MANIFEST_FILE}).")
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> dict:
+        manifest = os.path.join(self.path, MANIFEST_FILE)
         try:
-            self.manifest = read_json(manifest)
+            return read_json(manifest)
         except (OSError, ValueError) as exc:
             raise CacheError(f"{manifest}: unreadable manifest ({exc}).") from exc
+
+    def _consistent(self, read):
+        """Run `read`; if a writer replaced the manifest meanwhile (and removed
+        shards the old one named), start again from the new complete state."""
+        for attempt in range(3):
+            try:
+                return read()
+            except CacheError:
+                if attempt == 2:
+                    raise
+                latest = self._read_manifest()
+                if latest == self.manifest:
+                    raise
+                self.manifest = latest
 
     @property
     def fingerprint(self) -> dict:
@@ -363,13 +510,16 @@ class FeatureCache:
             f = h5py.File(path, "r")
         except OSError as exc:
             raise CacheError(f"{path}: cannot open shard ({exc}). Run featcache verify.") from exc
-        if f.attrs.get("fingerprint_hash") != self.fingerprint_hash or int(f.attrs["rows"]) != shard["rows"]:
+        if f.attrs.get("fingerprint_hash") != self.fingerprint_hash or int(f.attrs.get("rows", -1)) != shard["rows"]:
             f.close()
             raise CacheError(f"{path}: shard does not match the manifest. Run featcache verify.")
         return f
 
     def index(self, split: str) -> tuple[list[str], np.ndarray]:
         """Paths (relative to the data root) and labels of a split, without its features."""
+        return self._consistent(lambda: self._index(split))
+
+    def _index(self, split: str) -> tuple[list[str], np.ndarray]:
         paths: list[str] = []
         labels = []
         for shard in self.shards(split):
@@ -379,12 +529,17 @@ class FeatureCache:
         return paths, (np.concatenate(labels) if labels else np.zeros(0, dtype=np.int32))
 
     def read(self, split: str, dtype: str | None = None) -> Features:
-        """Load every row of a split into memory."""
+        """Load every row of a split into memory (the last complete state, even
+        while another process rewrites the cache)."""
+        return self._consistent(lambda: self._read(split, dtype))
+
+    def _read(self, split: str, dtype: str | None = None) -> Features:
         shards = self.shards(split)
         total = sum(s["rows"] for s in shards)
         stored = np.dtype(self.fingerprint["dtype"])
         out = np.empty((total, *self.feature_shape), dtype=np.dtype(dtype) if dtype else stored)
         labels = np.empty(total, dtype=np.int32)
+        views = np.zeros(total, dtype=np.int16)
         paths: list[str] = []
         hashes: list[str] = []
         at = 0
@@ -397,10 +552,12 @@ class FeatureCache:
                     else:
                         out[at:at + n] = f["features"][:]
                     labels[at:at + n] = f["labels"][:]
+                    if "views" in f:
+                        views[at:at + n] = f["views"][:]
                     paths.extend(_decode_path(p) for p in f["paths"][:])
                     hashes.extend(h.decode("ascii") for h in f["hashes"][:])
                 at += n
-        return Features(out, labels, paths, hashes, self.class_names, split, self.fingerprint)
+        return Features(out, labels, paths, hashes, self.class_names, split, self.fingerprint, views)
 
 
 class SplitReader:

@@ -169,9 +169,9 @@ class KerasHead(Head):
         return MODEL_FILE
 
     def load(self, folder: str, file_name: str) -> None:
-        keras = import_keras()
-        self.model = keras.models.load_model(os.path.join(folder, file_name), compile=False,
-                                             safe_mode=True)
+        from .._keras import load_model_safely
+
+        self.model = load_model_safely(os.path.join(folder, file_name), compile=False)
 
     def to_keras(self):
         """The head as a model ending in an N-class softmax (sigmoid becomes softmax([0, z]))."""

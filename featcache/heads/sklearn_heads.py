@@ -109,15 +109,22 @@ class SklearnHead(Head):
         if not o.search:
             self.model = self._pipeline().fit(X, y)
             return FitResult()
-        from sklearn.model_selection import GridSearchCV, StratifiedKFold
+        from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
         param, grid = SEARCH_GRIDS[self.spec.name]
         folds = min(o.cv, int(np.bincount(y).min()))
         if folds < 2:
             raise UsageError("--search needs at least 2 training images of every class.")
-        search = GridSearchCV(self._pipeline(), {f"clf__{param}": grid}, n_jobs=-1,
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=o.seed))
-        search.fit(X, y)
+        groups = None
+        if "augment" in getattr(train.cache, "fingerprint", {}):
+            # augmented views of one image stay in one fold: no validating on copies of training rows
+            paths = train.cache.index(train.split)[0]
+            groups = np.unique(paths, return_inverse=True)[1]
+            cv = StratifiedGroupKFold(folds, shuffle=True, random_state=o.seed)
+        else:
+            cv = StratifiedKFold(folds, shuffle=True, random_state=o.seed)
+        search = GridSearchCV(self._pipeline(), {f"clf__{param}": grid}, n_jobs=-1, cv=cv)
+        search.fit(X, y, groups=groups)
         self.model = search.best_estimator_
         return FitResult(notes={"search": {
             "param": param, "grid": grid, "folds": folds,
