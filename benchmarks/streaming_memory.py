@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--pooling", default="none")
     parser.add_argument("--weights-dir", default=shared_path("weights"))
     parser.add_argument("--heads", nargs="+", default=["dense256", "sgd", "linear"])
-    parser.add_argument("--budget", default="64MB", help="--max-memory of the streamed runs")
+    parser.add_argument("--budget", default="300MB", help="--max-memory of the streamed runs (about half the cache)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache", default=None, help="reuse this cache folder")
