@@ -14,26 +14,16 @@ epoch but re-runs the backbone each time (RESULTS.md quotes its figures).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, machine_line, markdown_table, shared_path, write_results  # noqa: E402
+from common import process_env, run_json  # noqa: E402
 
 WEIGHTS = "mobilenet_1_0_224_tf_no_top.h5"
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, dict]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start, json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -49,8 +39,7 @@ def main() -> None:
     if not args.weights_dir:
         raise SystemExit("--weights-dir is required (MobileNet weights file)")
 
-    env = dict(os.environ)
-    env.setdefault("FEATCACHE_TRUST_STORE", os.path.join(tempfile.gettempdir(), "featcache-bench-trust"))
+    env = process_env()
     fc = [sys.executable, "-m", "featcache"]
     rows = []
     for data in args.data:
@@ -59,12 +48,12 @@ def main() -> None:
             try:
                 cache = os.path.join(work, "cache")
                 views = ["--augment-views", str(k)] if k else []
-                ex_s, ex = timed([*fc, "extract", "--data", data, "--out", cache, "--backbone",
-                                  "mobilenet", "--image-size", str(args.image_size), "--weights",
-                                  os.path.join(args.weights_dir, WEIGHTS), *views, "--json"], env)
+                ex_s, _, ex = run_json([*fc, "extract", "--data", data, "--out", cache, "--backbone",
+                                        "mobilenet", "--image-size", str(args.image_size), "--weights",
+                                        os.path.join(args.weights_dir, WEIGHTS), *views, "--json"], env)
                 for head in args.heads:
-                    fit_s, summary = timed([*fc, "train-head", "--cache", cache, "--model", head,
-                                            "--out", os.path.join(work, head), "--json", "--quiet"], env)
+                    fit_s, _, summary = run_json([*fc, "train-head", "--cache", cache, "--model", head,
+                                                  "--out", os.path.join(work, head), "--json", "--quiet"], env)
                     rows.append({"dataset": os.path.basename(data.rstrip("/")), "views": k,
                                  "train_rows": ex["splits"].get("train"), "head": head,
                                  "extract_s": round(ex_s, 1), "train_head_s": round(fit_s, 1),

@@ -18,16 +18,14 @@ and report the last epoch's validation accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, machine_line, markdown_table, median, shared_path, write_results  # noqa: E402
+from common import process_env, run_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHT_FILES = {"mobilenet": "mobilenet_1_0_224_tf_no_top.h5",
@@ -35,33 +33,24 @@ WEIGHT_FILES = {"mobilenet": "mobilenet_1_0_224_tf_no_top.h5",
 HEADS = {"mobilenet": ("avg", "dense256", "dense512"), "vgg16": ("none", "dense256", "dense512")}
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, dict]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return seconds, json.loads(proc.stdout)
-
-
 def one_run(data: str, backbone: str, weights_dir: str, epochs: int, work: str, env: dict) -> dict:
     weights = os.path.join(weights_dir, WEIGHT_FILES[backbone])
     pooling, first_head, second_head = HEADS[backbone]
     baseline = [sys.executable, os.path.join(HERE, "infit_baseline.py"), "--data", data,
                 "--backbone", backbone, "--weights", weights, "--epochs", str(epochs), "--json"]
-    b1, r1 = timed(baseline, env)
-    b2, r2 = timed([*baseline, "--units", "512"], env)
+    b1, _, r1 = run_json(baseline, env)
+    b2, _, r2 = run_json([*baseline, "--units", "512"], env)
 
     cache = os.path.join(work, "cache")
     shutil.rmtree(cache, ignore_errors=True)
     fc = [sys.executable, "-m", "featcache"]
     head_args = ["--epochs", str(epochs), "--no-early-stopping", "--json", "--quiet"]
-    e, _ = timed([*fc, "extract", "--data", data, "--out", cache, "--backbone", backbone,
-                  "--pooling", pooling, "--weights", weights, "--json", "--quiet"], env)
-    t1, h1 = timed([*fc, "train-head", "--cache", cache, "--model", first_head,
-                    "--out", os.path.join(work, "h1"), *head_args], env)
-    t2, h2 = timed([*fc, "train-head", "--cache", cache, "--model", second_head,
-                    "--out", os.path.join(work, "h2"), *head_args], env)
+    e, _, _ = run_json([*fc, "extract", "--data", data, "--out", cache, "--backbone", backbone,
+                        "--pooling", pooling, "--weights", weights, "--json", "--quiet"], env)
+    t1, _, h1 = run_json([*fc, "train-head", "--cache", cache, "--model", first_head,
+                          "--out", os.path.join(work, "h1"), *head_args], env)
+    t2, _, h2 = run_json([*fc, "train-head", "--cache", cache, "--model", second_head,
+                          "--out", os.path.join(work, "h2"), *head_args], env)
     for d in ("h1", "h2"):
         shutil.rmtree(os.path.join(work, d), ignore_errors=True)
     return {"baseline_first_s": b1, "baseline_second_s": b2,
@@ -83,8 +72,7 @@ def main() -> None:
     if not args.weights_dir:
         raise SystemExit("--weights-dir: folder with the ImageNet weight files is required")
 
-    env = dict(os.environ)
-    env.setdefault("FEATCACHE_TRUST_STORE", os.path.join(tempfile.gettempdir(), "featcache-bench-trust"))
+    env = process_env()
     rows = []
     for data in args.data:
         runs = []

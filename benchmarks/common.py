@@ -11,6 +11,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,3 +79,27 @@ def machine_line(meta: dict) -> str:
     return (f"Machine: {m['cpu']}, {m['cores']} cores, {gpu}; Python {m['python']}, "
             f"Keras {m.get('keras')}, {m.get('backend')} {m.get('backend_version')}, "
             f"Pillow {m.get('pillow')}; {m['date']}.")
+
+
+def process_env() -> dict:
+    """The environment for featcache processes a benchmark starts (a private trust store)."""
+    env = dict(os.environ)
+    env.setdefault("FEATCACHE_TRUST_STORE", os.path.join(tempfile.gettempdir(), "featcache-bench-trust"))
+    return env
+
+
+def run_json(cmd: list[str], env: dict) -> tuple[float, float, dict]:
+    """Run a process that prints JSON: wall seconds, peak RSS in MiB and the parsed output.
+
+    Exits with the command's stderr tail when it fails.
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read().decode(errors='replace')[-3000:]}")
+        return seconds, usage.ru_maxrss / 1024, json.loads(out.read())

@@ -14,30 +14,14 @@ maximum resident set size (from wait4), start-up and TensorFlow included.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, machine_line, markdown_table, median, shared_path, write_results  # noqa: E402
-
-
-def run(cmd: list[str], env: dict) -> tuple[float, float, dict]:
-    """Wall seconds, peak RSS in MiB and the --json summary of one process."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read().decode()[-3000:]}")
-        return seconds, usage.ru_maxrss / 1024, json.loads(out.read())
+from common import process_env, run_json  # noqa: E402
 
 
 def main() -> None:
@@ -54,15 +38,14 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
 
-    env = dict(os.environ)
+    env = process_env()
     if args.weights_dir:
         env["FEATCACHE_WEIGHTS_DIR"] = args.weights_dir
-    env.setdefault("FEATCACHE_TRUST_STORE", os.path.join(tempfile.gettempdir(), "featcache-bench-trust"))
     fc = [sys.executable, "-m", "featcache"]
     work = tempfile.mkdtemp(prefix="featcache-stream-")
     cache = args.cache or os.path.join(work, "cache")
     try:
-        _, _, extracted = run([*fc, "extract", "--data", args.data, "--out", cache, "--backbone",
+        _, _, extracted = run_json([*fc, "extract", "--data", args.data, "--out", cache, "--backbone",
                                args.backbone, "--pooling", args.pooling, "--json"], env)
         rows = []
         for head in args.heads:
@@ -71,7 +54,7 @@ def main() -> None:
                 secs, peaks, acc = [], [], None
                 for run_i in range(args.runs):
                     out = os.path.join(work, f"{head}-{run_i}")
-                    s, peak, summary = run([*fc, "train-head", "--cache", cache, "--model", head,
+                    s, peak, summary = run_json([*fc, "train-head", "--cache", cache, "--model", head,
                                             "--out", out, "--epochs", str(args.epochs),
                                             "--no-early-stopping", "--json", "--quiet", *extra], env)
                     shutil.rmtree(out)
