@@ -7,13 +7,60 @@ into that line and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+# A message names a parameter as {param:NAME}. Raised from Python it reads as the
+# parameter ("batch_size=0: must be at least 1."); the CLI shows the flag instead
+# ("--batch-size=0: must be at least 1."), so library users are never told about flags.
+_PARAM = re.compile(r"\{param:([A-Za-z_][A-Za-z0-9_]*)\}")
+# parameters whose flag is not "--" + the name with dashes
+_FLAG_SPELLING = {"C": "--C", "data": "--data", "out": "--out"}
+
+
+def param(name: str) -> str:
+    """The token for parameter `name` inside an error message."""
+    return "{param:" + name + "}"
+
+
+def flag_for(name: str) -> str:
+    """The command-line spelling of a library parameter."""
+    return _FLAG_SPELLING.get(name, "--" + name.replace("_", "-"))
+
 
 class FeatcacheError(Exception):
-    """Base class: a problem with the user's input, files or environment."""
+    """Base class: a problem with the user's input, files or environment.
+
+    `str(error)` names parameters as Python spells them; `cli_message()` as
+    the command line does.
+    """
+
+    def __str__(self) -> str:
+        return _PARAM.sub(lambda m: m.group(1), super().__str__())
+
+    def cli_message(self) -> str:
+        return _PARAM.sub(lambda m: flag_for(m.group(1)), super().__str__())
 
 
 class UsageError(FeatcacheError, ValueError):
     """A flag or argument has a value featcache cannot use."""
+
+
+class ParameterError(UsageError):
+    """One parameter has a value featcache cannot use.
+
+    Attributes:
+        param: the parameter's name in the Python API (e.g. "batch_size").
+        value: the value received.
+    """
+
+    def __init__(self, name: str, value, problem: str):
+        self.param = name
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{param(name)}={value}: {problem}")
+
+    def __reduce__(self):  # picklable across processes (Dask workers)
+        return type(self), (self.param, self.value, self.problem)
 
 
 class DataError(FeatcacheError):
