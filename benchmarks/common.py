@@ -42,7 +42,7 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "gpu": None, "date": time.strftime("%Y-%m-%d")}
     try:
-        from featcache.extract import versions
+        from featcache.fingerprint import library_versions as versions
 
         info.update(versions())
     except Exception as exc:  # noqa: BLE001 - a description, never fatal

@@ -10,12 +10,11 @@ Python API::
 Importing featcache is cheap: Keras (and its backend) load only when a model is built.
 """
 
-__version__ = "0.1.0"
-
-from .backbones import BACKBONES, BackboneSpec, get_backbone, list_backbones  # noqa: E402
-from .errors import FeatcacheError  # noqa: E402
-from .extract import ExtractOptions, ExtractSummary, extract  # noqa: E402
-from .store import FeatureCache, Features, load_features  # noqa: E402
+from ._version import __version__
+from .backbones import BACKBONES, BackboneSpec, get_backbone, list_backbones
+from .cache import FeatureCache, Features, load_features
+from .errors import FeatcacheError
+from .extract import ExtractOptions, ExtractSummary, extract
 
 
 __all__ = [

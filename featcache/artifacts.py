@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import __version__
+from ._version import __version__
 from .errors import CacheError, UsageError
 from .fileio import read_json, sha256_file, write_json_atomic
 from .heads import Head, HeadOptions, create_head, get_head_spec

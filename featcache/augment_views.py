@@ -40,7 +40,7 @@ class AugmentSpec:
 
     def validate(self) -> None:
         if not 1 <= int(self.views) <= MAX_VIEWS:
-            raise UsageError(f"--augment-views {self.views}: must be between 1 and {MAX_VIEWS} "
+            raise UsageError(f"{{param:augment_views}} {self.views}: must be between 1 and {MAX_VIEWS} "
                              "(0 or leaving it out stores no views).")
 
     def describe(self) -> dict:

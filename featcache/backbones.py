@@ -20,7 +20,9 @@ class BackboneSpec:
 
     Attributes:
         name: registry name, e.g. "vgg16".
-        builder: attribute of `keras.applications`, e.g. "VGG16".
+        builder: attribute of `keras.applications`, e.g. "VGG16", or
+            "package.module:function" for a backbone of your own; either is
+            called as builder(include_top=..., weights=..., input_shape=...).
         preprocess: mode of `featcache.preprocessing` that matches the Keras
             family's own `preprocess_input` ("caffe", "tf", "torch" or "none"
             for models that normalise inside the network).
@@ -48,6 +50,11 @@ class BackboneSpec:
     top_weights_file: str = ""
     weights_sizes: tuple[int, ...] = ()
     top_layers: tuple[str, ...] = ()
+
+    @property
+    def builder_path(self) -> str:
+        """The builder's full dotted name (it goes into fingerprints)."""
+        return self.builder if ":" in self.builder else f"keras.applications.{self.builder}"
 
     def weights_file_for(self, image_size: int, include_top: bool = False) -> str:
         """Keras' own file name for this backbone's ImageNet weights."""
@@ -148,6 +155,20 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def register_backbone(spec: BackboneSpec, replace: bool = False) -> BackboneSpec:
+    """Add a backbone to the registry (e.g. your own Keras model builder).
+
+    Raises:
+        UsageError: the name is taken and `replace` is False.
+    """
+    key = spec.name.lower().replace("-", "").replace("_", "")
+    if key in BACKBONES and not replace and BACKBONES[key] != spec:
+        raise UsageError(f"A backbone named '{spec.name}' is already registered "
+                         f"({BACKBONES[key].builder_path}); pass replace=True to replace it.")
+    BACKBONES[key] = spec
+    return spec
+
+
 def list_backbones() -> list[str]:
     """Names of all registered backbones, sorted."""
     return sorted(BACKBONES)
@@ -165,6 +186,6 @@ def get_backbone(name: str) -> BackboneSpec:
     close = difflib.get_close_matches(key, BACKBONES, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UsageError(
-        f"Unknown backbone '{name}' (--backbone).{hint} "
+        f"Unknown backbone '{name}' ({{param:backbone}}).{hint} "
         f"Available: {', '.join(list_backbones())}."
     )

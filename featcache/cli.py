@@ -12,7 +12,7 @@ import json
 import sys
 import warnings
 
-from . import __version__
+from ._version import __version__
 from .errors import FeatcacheError, FeatcacheWarning
 
 
@@ -134,7 +134,7 @@ def _cmd_extract(args) -> int:
 
 # ---------------------------------------------------------------- merge
 def _cmd_merge(args) -> int:
-    from .merge import merge_slices
+    from .extract.merge import merge_slices
 
     summary = merge_slices(args.cache, remove_parts=args.remove_parts)
     if args.json:
@@ -164,7 +164,7 @@ def _cmd_fuse(args) -> int:
 # ---------------------------------------------------------------- info
 def _cmd_info(args) -> int:
     from .report import cache_info
-    from .store import FeatureCache
+    from .cache import FeatureCache
 
     cache = FeatureCache(args.cache)
     if args.json:

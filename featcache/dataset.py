@@ -8,8 +8,8 @@ Accepted inputs:
   folder (or `root`), with an optional header row.
 
 Files are listed in a stable sorted order. Hidden files and files whose
-extension is not an image's are passed over and counted. With `val_split` /
-`test_split`, files are assigned to splits by the sha256 of their bytes, so
+extension is not an image's are passed over and counted. With `val_fraction` /
+`test_fraction`, files are assigned to splits by the sha256 of their bytes, so
 adding images never moves an existing image to another split, and identical
 files always land in the same split.
 """
@@ -23,7 +23,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from .errors import DataError, UsageError
+from .errors import DataError, ParameterError, UsageError, param
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp",
@@ -192,7 +192,7 @@ def scan_folder(root: str) -> Dataset:
     """
     root = os.path.abspath(root)
     if not os.path.isdir(root):
-        raise DataError(f"--data {root}: no such folder.")
+        raise DataError(f"{{param:data}} {root}: no such folder.")
     top = _subdirs(root)
     split_dirs = [d for d in top if d.lower() in SPLIT_ALIASES]
     ignored: list[tuple[str, str]] = []
@@ -200,7 +200,7 @@ def scan_folder(root: str) -> Dataset:
     if split_dirs and len(split_dirs) != len(top):
         others = [d for d in top if d not in split_dirs]
         raise DataError(
-            f"--data {root}: mixes split folders ({', '.join(split_dirs)}) with other folders "
+            f"{{param:data}} {root}: mixes split folders ({', '.join(split_dirs)}) with other folders "
             f"({', '.join(others[:5])}). Put every class folder inside train/, val/ or test/, "
             "or remove the split folders."
         )
@@ -211,13 +211,13 @@ def scan_folder(root: str) -> Dataset:
         for d in split_dirs:
             split = SPLIT_ALIASES[d.lower()]
             if split in seen:
-                raise DataError(f"--data {root}: both {seen[split]}/ and {d}/ mean split '{split}'.")
+                raise DataError(f"{{param:data}} {root}: both {seen[split]}/ and {d}/ mean split '{split}'.")
             seen[split] = d
             records += _class_records(os.path.join(root, d), root, split, ignored, warnings)
     else:
         layout = "class-folders"
         records = _class_records(root, root, "train", ignored, warnings)
-    return _finish(root, layout, records, ignored, warnings, source=f"--data {root}")
+    return _finish(root, layout, records, ignored, warnings, source=f"{{param:data}} {root}")
 
 
 def read_list(
@@ -237,7 +237,7 @@ def read_list(
         with open(list_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh, delimiter=delimiter))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"--data {list_path}: cannot read the list: {exc}.") from exc
+        raise DataError(f"{{param:data}} {list_path}: cannot read the list: {exc}.") from exc
     first = True
     for lineno, row in enumerate(rows, 1):
         cells = [c.strip() for c in row]
@@ -261,7 +261,7 @@ def read_list(
             if not allow_outside_root:
                 raise DataError(
                     f"{where}: {cells[0]} is outside the data root {root}. Move it under the "
-                    "root, pass --root, or pass --allow-outside-root to accept it."
+                    "root, pass {param:root}, or pass {param:allow_outside_root} to accept it."
                 )
             rel = full
         try:
@@ -269,7 +269,7 @@ def read_list(
         except OSError:
             size = -1  # decoding records it as skipped, with the reason
         records.append(ImageRecord(rel, cells[1], split, size))
-    return _finish(root, "list", records, [], [], source=f"--data {list_path}")
+    return _finish(root, "list", records, [], [], source=f"{{param:data}} {list_path}")
 
 
 def _finish(root, layout, records, ignored, warnings, source) -> Dataset:
@@ -306,7 +306,7 @@ def hash_fraction(hex_digest: str) -> float:
 
 
 def assign_splits(
-    dataset: Dataset, val_split: float = 0.0, test_split: float = 0.0, workers: int = 4
+    dataset: Dataset, val_fraction: float = 0.0, test_fraction: float = 0.0, workers: int = 4
 ) -> Dataset:
     """Carve val (and test) out of the training records by content hash.
 
@@ -316,19 +316,21 @@ def assign_splits(
     Raises:
         UsageError: fractions out of range, or the split already exists.
     """
-    if not val_split and not test_split:
+    if not val_fraction and not test_fraction:
         return dataset
-    for flag, value in (("--val-split", val_split), ("--test-split", test_split)):
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise UsageError(f"{flag} {value}: must be a fraction in [0, 1).")
-    if val_split + test_split >= 1.0:
-        raise UsageError("--val-split plus --test-split must leave some images for training.")
+            raise ParameterError(name, value, "must be a fraction in [0, 1).")
+    if val_fraction + test_fraction >= 1.0:
+        raise UsageError(f"{param('val_fraction')} plus {param('test_fraction')} must leave some "
+                         "images for training.")
     present = dataset.split_counts()
-    for flag, value, split in (("--val-split", val_split, "val"), ("--test-split", test_split, "test")):
+    for name, value, split in (("val_fraction", val_fraction, "val"),
+                               ("test_fraction", test_fraction, "test")):
         if value and split in present:
             raise UsageError(
-                f"{flag}: the data already has a '{split}' split ({present[split]} images); "
-                f"drop {flag} or the {split} folder."
+                f"{param(name)}: the data already has a '{split}' split ({present[split]} images); "
+                f"drop {param(name)} or the {split} folder."
             )
     train = [r for r in dataset.records if r.split == "train"]
 
@@ -349,17 +351,17 @@ def assign_splits(
         split = "train"
         if h is not None:
             u = hash_fraction(h)
-            split = "test" if u < test_split else "val" if u < test_split + val_split else "train"
+            split = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
         moved.append(replace(record, split=split, content_hash=h))
     return _finish(dataset.root, dataset.layout, moved, dataset.ignored,
                    [w for w in dataset.warnings if not w.startswith(("split ", "only one class"))],
-                   source=f"--data {dataset.root}")
+                   source=f"{{param:data}} {dataset.root}")
 
 
 def load_dataset(
     source: str,
-    val_split: float = 0.0,
-    test_split: float = 0.0,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
     root: str | None = None,
     allow_outside_root: bool = False,
     workers: int = 4,
@@ -371,10 +373,10 @@ def load_dataset(
     """
     if os.path.isdir(source):
         if root:
-            raise UsageError("--root applies to CSV/TSV lists only; --data is a folder.")
+            raise UsageError("{param:root} applies to CSV/TSV lists only; {param:data} is a folder.")
         dataset = scan_folder(source)
     elif os.path.isfile(source):
         dataset = read_list(source, root=root, allow_outside_root=allow_outside_root)
     else:
-        raise DataError(f"--data {source}: no such folder or file.")
-    return assign_splits(dataset, val_split, test_split, workers)
+        raise DataError(f"{{param:data}} {source}: no such folder or file.")
+    return assign_splits(dataset, val_fraction, test_fraction, workers)

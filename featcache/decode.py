@@ -55,9 +55,9 @@ class ResizeSpec:
 
     def __post_init__(self):
         if self.method not in RESAMPLING:
-            raise UsageError(f"--resize {self.method}: allowed values are {', '.join(RESAMPLING)}.")
+            raise UsageError(f"{{param:resize}} {self.method}: allowed values are {', '.join(RESAMPLING)}.")
         if self.aspect not in ASPECTS:
-            raise UsageError(f"--aspect {self.aspect}: allowed values are {', '.join(ASPECTS)}.")
+            raise UsageError(f"{{param:aspect}} {self.aspect}: allowed values are {', '.join(ASPECTS)}.")
 
     def describe(self) -> dict:
         return {"size": list(self.size), "method": self.method, "aspect": self.aspect,
@@ -114,7 +114,7 @@ def decode_bytes(data: bytes, spec: ResizeSpec, name: str = "<bytes>",
             if width * height > max_pixels:
                 raise BadImageError(
                     name, f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
-                    "(decompression bomb?); raise --max-pixels if it is genuine")
+                    "(decompression bomb?); raise {param:max_pixels} if it is genuine")
             if width < 1 or height < 1:
                 raise BadImageError(name, f"invalid size {width}x{height}")
             img.seek(0)  # first frame of animations

@@ -27,6 +27,11 @@ def flag_for(name: str) -> str:
     return _FLAG_SPELLING.get(name, "--" + name.replace("_", "-"))
 
 
+def plain(text: str) -> str:
+    """A message with its parameter tokens as Python names."""
+    return _PARAM.sub(lambda m: m.group(1), text)
+
+
 class FeatcacheError(Exception):
     """Base class: a problem with the user's input, files or environment.
 
@@ -35,7 +40,7 @@ class FeatcacheError(Exception):
     """
 
     def __str__(self) -> str:
-        return _PARAM.sub(lambda m: m.group(1), super().__str__())
+        return plain(super().__str__())
 
     def cli_message(self) -> str:
         return _PARAM.sub(lambda m: flag_for(m.group(1)), super().__str__())
@@ -77,8 +82,11 @@ class BadImageError(DataError):
 
     def __init__(self, path: str, reason: str):
         self.path = path
-        self.reason = reason
+        self.reason = plain(reason)  # recorded in manifests as plain text
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason)
 
 
 class WeightsError(FeatcacheError):
@@ -108,9 +116,21 @@ class FingerprintMismatchError(CacheError):
         self.differences = list(differences)
         super().__init__(message)
 
+    def __reduce__(self):
+        return type(self), (Exception.__str__(self), self.differences)
+
 
 class FeatcacheWarning(UserWarning):
-    """Something the user should know that does not stop the command."""
+    """Something the user should know that does not stop the command.
+
+    Like errors, its text names parameters as {param:NAME}.
+    """
+
+    def __str__(self) -> str:
+        return plain(super().__str__())
+
+    def cli_message(self) -> str:
+        return _PARAM.sub(lambda m: flag_for(m.group(1)), super().__str__())
 
 
 class ExportError(FeatcacheError):

@@ -58,12 +58,37 @@ class FeatureExtractor:
     weights: dict
     feature_shape: tuple[int, ...] = field(default=())
     backbone: object = None
+    _buffer: object = field(default=None, repr=False, compare=False)
+
+    def features(self, pixels, batch_size: int | None = None):
+        """Features of decoded pixels (N, S, S, 3), in batches of `batch_size` (default N).
+
+        Each call runs on a batch of exactly `batch_size` rows (the last one
+        padded with zeros and trimmed), so the compiled model never sees a
+        new shape and a batch's padding never depends on earlier batches.
+        """
+        import numpy as np
+
+        pixels = np.asarray(pixels)
+        size = int(batch_size or len(pixels) or 1)
+        padded = self._buffer
+        if padded is None or padded.shape != (size, *pixels.shape[1:]):
+            padded = self._buffer = np.zeros((size, *pixels.shape[1:]), dtype=np.float32)
+        out = []
+        for start in range(0, len(pixels), size):
+            chunk = pixels[start:start + size]
+            padded[:len(chunk)] = chunk
+            padded[len(chunk):] = 0
+            out.append(np.asarray(self.model.predict_on_batch(padded))[:len(chunk)])
+        if not out:
+            return np.zeros((0, *self.feature_shape), dtype=np.float32)
+        return np.concatenate(out)
 
     def describe(self) -> dict:
         """The fields of this extractor that shape the features, as JSON-able data."""
         return {
             "backbone": self.spec.name,
-            "builder": f"keras.applications.{self.spec.builder}",
+            "builder": self.spec.builder_path,
             "input_size": [self.image_size, self.image_size],
             "include_top": self.include_top,
             "layer": self.layer,
@@ -85,19 +110,29 @@ def check_options(spec: BackboneSpec, image_size: int, layer: str | None, poolin
     """
     if image_size < spec.min_size:
         raise UsageError(
-            f"--image-size {image_size} is below {spec.name}'s minimum of {spec.min_size} pixels."
+            f"{{param:image_size}} {image_size} is below {spec.name}'s minimum of {spec.min_size} pixels."
         )
     if pooling is not None and pooling not in POOLINGS:
-        raise UsageError(f"--pooling {pooling}: allowed values are {', '.join(POOLINGS)}.")
+        raise UsageError(f"{{param:pooling}} {pooling}: allowed values are {', '.join(POOLINGS)}.")
     if layer in spec.top_layers and image_size != spec.input_size:
         raise UsageError(
-            f"--layer {layer} is part of {spec.name}'s fully connected top, which only "
-            f"takes {spec.input_size}x{spec.input_size} images: use --image-size {spec.input_size}."
+            f"{{param:layer}} {layer} is part of {spec.name}'s fully connected top, which only "
+            f"takes {spec.input_size}x{spec.input_size} images: use {{param:image_size}} {spec.input_size}."
         )
+
+
+def resolve_builder(spec: BackboneSpec):
+    """The function that builds a backbone: a Keras application or "module:function"."""
+    if ":" in spec.builder:
+        import importlib
+
+        module, _, name = spec.builder.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return getattr(import_keras().applications, spec.builder)
 
 
 def _build_base(keras, spec: BackboneSpec, choice: WeightsChoice, image_size: int, include_top: bool):
-    builder = getattr(keras.applications, spec.builder)
+    builder = resolve_builder(spec)
     if choice.source == "none":
         weights_arg = None
     elif choice.path is not None:
@@ -121,7 +156,7 @@ def _build_base(keras, spec: BackboneSpec, choice: WeightsChoice, image_size: in
                 f"(include_top={include_top}): {text}"
             ) from exc
         if isinstance(exc, ValueError):
-            raise UsageError(f"keras.applications.{spec.builder} refused the options: {text}") from exc
+            raise UsageError(f"{spec.builder_path} refused the options: {text}") from exc
         raise
 
 
@@ -146,7 +181,7 @@ def _tap(keras, base, spec: BackboneSpec, layer: str | None):
         close = difflib.get_close_matches(layer, names, n=4, cutoff=0.5)
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise UsageError(
-            f"--layer {layer}: {spec.name} has no such layer.{hint} "
+            f"{{param:layer}} {layer}: {spec.name} has no such layer.{hint} "
             f"List them with: featcache layers {spec.name}"
         ) from None
     return keras.Model(base.inputs, target.output, name=f"{spec.name}_to_{layer}"), layer
@@ -185,7 +220,7 @@ def build_feature_extractor(
 
     keras = import_keras()
     if choice.source == "none":
-        warnings.warn(RANDOM_WEIGHTS_WARNING, FeatcacheWarning, stacklevel=2)
+        warnings.warn(FeatcacheWarning(RANDOM_WEIGHTS_WARNING), stacklevel=2)
         keras.utils.set_random_seed(int(seed))
     base = _build_base(keras, spec, choice, size, include_top)
     base.trainable = False
@@ -200,8 +235,8 @@ def build_feature_extractor(
     spatial = len(x.shape) == 4
     if not spatial and pooling in ("avg", "max"):
         raise UsageError(
-            f"--pooling {pooling} needs a spatial layer; {tap_name} outputs "
-            f"{tuple(x.shape[1:])}. Use --pooling none."
+            f"{{param:pooling}} {pooling} needs a spatial layer; {tap_name} outputs "
+            f"{tuple(x.shape[1:])}. Use {{param:pooling}} none."
         )
     if spatial and (pooling or "avg") == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="featcache_avg_pool")(x)

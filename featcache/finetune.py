@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from ._keras import import_keras, load_model_safely
 from .artifacts import (
     CONFIG_FILE,

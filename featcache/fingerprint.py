@@ -36,6 +36,15 @@ def make_fingerprint(extractor: dict, resize: dict, dtype: str, versions: dict) 
     }
 
 
+def library_versions() -> dict:
+    """Library versions that can change features: Keras, its backend, Pillow."""
+    import PIL
+
+    from ._keras import backend_info
+
+    return {**backend_info(), "pillow": PIL.__version__}
+
+
 def canonical_json(data) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 

@@ -16,26 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import __version__
-from .errors import CacheError, UsageError
-from .fileio import write_json_atomic
-from .fingerprint import FORMAT_VERSION, canonical_json, fingerprint_hash
-from .reader import FeatureSplit
-from .store import (
-    MANIFEST_FILE,
+from .cache import (
     CacheLock,
     FeatureCache,
+    ShardInfo,
     ShardWriter,
+    SplitReader,
     init_identity,
+    new_manifest,
     remove_stale_temporaries,
     shard_relpath,
+    write_manifest,
 )
+from .errors import CacheError, UsageError, param
+from .fingerprint import FORMAT_VERSION, canonical_json, fingerprint_hash
 
 
 @dataclass
@@ -55,8 +54,7 @@ def _row_keys(cache: FeatureCache, split: str) -> list[tuple[str, int, int]]:
     keys, seen = [], Counter()
     for shard in cache.shards(split):
         with cache.open_shard(shard) as f:
-            hashes = [h.decode("ascii") for h in f["hashes"][:]]
-            views = f["views"][:] if "views" in f else np.zeros(len(hashes), np.int16)
+            hashes, views = f.hashes(), f.views()
         for digest, view in zip(hashes, views):
             key = (digest, int(view))
             keys.append((*key, seen[key]))
@@ -78,8 +76,8 @@ def match_rows(a: FeatureCache, b: FeatureCache, split: str) -> np.ndarray:
         raise CacheError(
             f"cannot fuse {a.path} and {b.path}: {only_a + only_b} rows of split '{split}' differ "
             f"({only_a} only in the first, {only_b} only in the second; rows are matched by image "
-            "content hash). Extract both caches from the same images with the same --val-split "
-            "and --augment-views.")
+            f"content hash). Extract both caches from the same images with the same "
+            f"{param('val_fraction')} and {param('augment_views')}.")
     return np.array([where_b[k] for k in keys_a], dtype=np.int64)
 
 
@@ -98,7 +96,7 @@ def fuse_caches(first: str, second: str, out: str) -> FuseSummary:
     """
     a, b = FeatureCache(first), FeatureCache(second)
     if os.path.abspath(out) in (a.path, b.path):
-        raise UsageError(f"--out {out}: write the fused cache to a new folder, not to an input.")
+        raise UsageError(f"{param('out')} {out}: write the fused cache to a new folder, not to an input.")
     if a.class_names != b.class_names:
         raise CacheError(f"cannot fuse {a.path} and {b.path}: their classes differ "
                          f"({a.class_names} vs {b.class_names}).")
@@ -123,28 +121,20 @@ def fuse_caches(first: str, second: str, out: str) -> FuseSummary:
         shards = []
         for split, rows_b in matches.items():
             shards += _write_split(a, b, split, rows_b, out, fingerprint, fph, width_a)
-        splits: dict[str, dict] = {}
-        for shard in shards:
-            entry = splits.setdefault(shard["split"], {"rows": 0, "skipped": 0, "shards": 0})
-            entry["rows"] += shard["rows"]
-            entry["skipped"] += len(shard["skipped"])
-            entry["shards"] += 1
-        manifest = {
-            "featcache_format": FORMAT_VERSION, "featcache_version": __version__,
-            "status": "complete", "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "fingerprint_hash": fph, "fingerprint": fingerprint, "class_names": a.class_names,
-            "splits": splits, "source": a.manifest["source"],
-            "weights": {"source": "fused", "fused": [a.manifest.get("weights", {}),
-                                                     b.manifest.get("weights", {})]},
-            "extraction": {"fused_from": [a.path, b.path]},
-            "shards": shards, "ignored": a.manifest.get("ignored", []), "warnings": [],
-        }
-        write_json_atomic(os.path.join(out, MANIFEST_FILE), manifest)
-    return FuseSummary(out, (width,), {s: v["rows"] for s, v in splits.items()}, [a.path, b.path])
+        manifest = new_manifest(
+            fingerprint=fingerprint, fingerprint_hash=fph, class_names=a.class_names,
+            shards=shards, source=a.manifest["source"],
+            weights={"source": "fused", "fused": [a.manifest.get("weights", {}),
+                                                  b.manifest.get("weights", {})]},
+            extraction={"fused_from": [a.path, b.path]}, ignored=a.manifest.get("ignored", []))
+        write_manifest(out, manifest)
+    return FuseSummary(out, (width,), {s: v["rows"] for s, v in manifest["splits"].items()},
+                       [a.path, b.path])
 
 
-def _write_split(a, b, split, rows_b, out, fingerprint, fph, width_a) -> list[dict]:
-    data_a, data_b = FeatureSplit(a, split, False), FeatureSplit(b, split, False)
+def _write_split(a, b, split, rows_b, out, fingerprint, fph, width_a) -> list[ShardInfo]:
+    data_a, data_b = SplitReader(a, split), SplitReader(b, split)
+    labels_a = data_a.labels()
     written = []
     try:
         start = 0
@@ -165,10 +155,8 @@ def _write_split(a, b, split, rows_b, out, fingerprint, fph, width_a) -> list[di
                     other = np.empty((stop - start, int(np.prod(b.feature_shape))), np.float32)
                     other[order] = data_b.read_rows(want[order]).reshape(stop - start, -1)
                     with a.open_shard(shard) as f:
-                        paths = [os.fsdecode(p) for p in f["paths"][:]]
-                        hashes = [h.decode("ascii") for h in f["hashes"][:]]
-                        views = f["views"][:] if "views" in f else None
-                    writer.append(np.concatenate([own, other], axis=1), data_a.labels[start:stop],
+                        paths, hashes, views = f.paths(), f.hashes(), f.views()
+                    writer.append(np.concatenate([own, other], axis=1), labels_a[start:stop],
                                   paths, hashes, views)
                 for item in shard.get("skipped", []):
                     writer.skip(item["path"], item["reason"])
@@ -176,7 +164,7 @@ def _write_split(a, b, split, rows_b, out, fingerprint, fph, width_a) -> list[di
             except BaseException:
                 writer.abort()
                 raise
-            written.append(dict(info.to_json(), skipped=info.skipped))
+            written.append(info)
             start = stop
     finally:
         data_a.close()

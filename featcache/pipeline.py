@@ -23,6 +23,14 @@ from .decode import DEFAULT_MAX_PIXELS, ResizeSpec, read_image
 from .errors import BadImageError
 
 
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers(workers: int | None = None) -> int:
+    """Decoding threads: `workers` if given, else one per CPU core (at most 8)."""
+    return int(workers) if workers else min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class Item:
     """One image to decode.

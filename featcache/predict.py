@@ -18,7 +18,7 @@ from .artifacts import is_end_to_end, load_end_to_end, load_head, read_head_file
 from .dataset import list_images
 from .decode import ResizeSpec
 from .errors import UsageError
-from .fingerprint import check_same, make_fingerprint
+from .fingerprint import check_same, library_versions, make_fingerprint
 from .pipeline import Item, decoded_batches
 
 
@@ -45,7 +45,6 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
         FingerprintMismatchError: what can be built here differs (weights bytes,
             library versions...); the message names the fields.
     """
-    from .extract import versions
     from .feature_model import build_feature_extractor
 
     fp = fingerprint["fingerprint"]
@@ -71,7 +70,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
     resize = ResizeSpec(tuple(fp["resize"]["size"]), fp["resize"]["method"], fp["resize"]["aspect"])
     extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
                                         fp["pooling"], weights, weights_dir, seed)
-    rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], versions())
+    rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
     check_same(fp, rebuilt, "the head's training cache",
                "Rebuild the cache and retrain the head with what is installed here, or install the "
                "versions and weights it was made with.")
@@ -80,14 +79,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
 
 def features_of(backbone: Backbone, pixels: np.ndarray, batch_size: int) -> np.ndarray:
     """Backbone features of decoded pixels, rounded to the cache's storage dtype."""
-    padded = np.zeros((batch_size, *pixels.shape[1:]), dtype=np.float32)
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size]
-        padded[: len(chunk)] = chunk
-        padded[len(chunk):] = 0
-        out.append(np.asarray(backbone.extractor.model.predict_on_batch(padded))[: len(chunk)])
-    features = np.concatenate(out)
+    features = backbone.extractor.features(pixels, batch_size)
     return features.astype(backbone.dtype).astype(np.float32)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
-from .store import FeatureCache, SplitReader
+from .cache import FeatureCache, SplitReader
 
 WINDOW_BYTES = 64 << 20
 BLOCK_BYTES = 256 << 10

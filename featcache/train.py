@@ -30,7 +30,7 @@ from .fingerprint import check_same
 from .heads import HeadOptions, create_head, get_head_spec
 from .metrics import classification_metrics
 from .reader import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
-from .store import FeatureCache
+from .cache import FeatureCache
 
 
 @dataclass

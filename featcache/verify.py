@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .cache import MANIFEST_FILE, FeatureCache, check_shard, shard_files, temporary_files
 from .errors import CacheError, DataError
-from .store import MANIFEST_FILE, SHARDS_DIR, FeatureCache, check_shard
-from .fileio import TMP_MARKER
 
 
 @dataclass
@@ -64,37 +63,13 @@ def check_cache(path: str) -> VerifyReport:
                                    "problems": [f"split {split} counts {info['rows']} rows, "
                                                 f"its shards hold {rows}"]})
     named = {s["file"] for s in manifest["shards"]}
-    folder = os.path.join(cache.path, SHARDS_DIR)
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        rel = f"{SHARDS_DIR}/{name}"
-        if TMP_MARKER in name:
-            report.notes.append(f"{rel}: unfinished temporary file (a killed writer's); never read, "
-                                "removed by the next extract")
-        elif rel not in named:
+    for rel in temporary_files(cache.path):
+        report.notes.append(f"{rel}: unfinished temporary file (a killed writer's); never read, "
+                            "removed by the next extract")
+    for rel in shard_files(cache.path):
+        if rel not in named:
             report.notes.append(f"{rel}: not in the manifest; never read, removed by the next extract")
     return report
-
-
-def _options_from_manifest(cache: FeatureCache, weights_dir: str | None, weights: str | None):
-    from .extract import ExtractOptions
-
-    manifest, fp = cache.manifest, cache.fingerprint
-    source = manifest["source"]
-    recorded = manifest.get("weights", {})
-    if weights is None:
-        weights = {"none": "none", "file": recorded.get("path") or ""}.get(recorded.get("source"),
-                                                                         "imagenet")
-    extraction = manifest.get("extraction", {})
-    return ExtractOptions(
-        data=source["data"], out=cache.path, backbone=fp["backbone"], image_size=fp["input_size"][0],
-        layer=fp["layer"], pooling=fp["pooling"], weights=weights, weights_dir=weights_dir,
-        batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
-        val_split=source.get("val_split", 0.0), test_split=source.get("test_split", 0.0),
-        root=source["root"] if source.get("layout") == "list" else None,
-        # the plan check in repair_cache refuses any list that is not what it was
-        allow_outside_root=source.get("layout") == "list",
-        shard_size=extraction.get("shard_size", 1024), resize=fp["resize"]["method"],
-        aspect=fp["resize"]["aspect"], seed=fp["weights"].get("random_seed", 0), progress=False)
 
 
 def repair_cache(report: VerifyReport, weights_dir: str | None = None,
@@ -106,19 +81,19 @@ def repair_cache(report: VerifyReport, weights_dir: str | None = None,
             rebuilt identically (FingerprintMismatchError names what differs).
     """
     from .dataset import load_dataset
-    from .extract import extract, plan_shards
+    from .extract import ExtractOptions, extract, plan_shards
 
     damaged = sorted({d["file"] for d in report.damaged})
     if not damaged:
         return report
     cache = FeatureCache(report.cache)
-    options = _options_from_manifest(cache, weights_dir, weights)
+    options = ExtractOptions.from_manifest(cache.manifest, cache.path, weights_dir, weights)
     if not os.path.exists(options.data):
         raise CacheError(f"{report.cache}: cannot repair: the images' source {options.data} is gone. "
                          "Restore it, or rebuild the cache with featcache extract.")
     try:
-        dataset = load_dataset(options.data, options.val_split, options.test_split, options.root,
-                               options.allow_outside_root)
+        dataset = load_dataset(options.data, options.val_fraction, options.test_fraction,
+                               options.root, options.allow_outside_root)
     except DataError as exc:
         raise CacheError(f"{report.cache}: cannot repair: {exc}") from None
     planned = {t.relpath for t in plan_shards(dataset, cache.fingerprint_hash, options.shard_size)}

@@ -24,7 +24,7 @@ from .fileio import sha256_file
 ENV_WEIGHTS_DIR = "FEATCACHE_WEIGHTS_DIR"
 
 RANDOM_WEIGHTS_WARNING = (
-    "--weights none: the backbone is randomly initialised. Its features are "
+    "{param:weights} none: the backbone is randomly initialised. Its features are "
     "meaningless for transfer learning; use this only to test plumbing."
 )
 
@@ -80,12 +80,12 @@ def resolve_weights(
     path = Path(weights).expanduser()
     if path.is_dir():
         raise UsageError(
-            f"--weights {weights}: is a folder. Pass a weights file, or pass the folder "
-            f"as --weights-dir (or {ENV_WEIGHTS_DIR}) with --weights imagenet."
+            f"{{param:weights}} {weights}: is a folder. Pass a weights file, or pass the folder "
+            f"as {{param:weights_dir}} (or {ENV_WEIGHTS_DIR}) with {{param:weights}} imagenet."
         )
     if not path.is_file():
         raise UsageError(
-            f"--weights {weights}: no such file. Use 'imagenet', 'none', or the path of "
+            f"{{param:weights}} {weights}: no such file. Use 'imagenet', 'none', or the path of "
             "a Keras weights file (.h5 or .weights.h5)."
         )
     return WeightsChoice("file", str(path.resolve()), path.name)
@@ -111,6 +111,6 @@ def offline_hint(choice: WeightsChoice) -> str:
     """One sentence telling the user how to supply ImageNet weights offline."""
     where = f" (looked in {', '.join(choice.looked_in)})" if choice.looked_in else ""
     return (
-        f"Put {choice.file_name} in a folder and pass --weights-dir DIR or set "
-        f"{ENV_WEIGHTS_DIR}=DIR{where}, or pass --weights PATH."
+        f"Put {choice.file_name} in a folder and pass {{param:weights_dir}} DIR or set "
+        f"{ENV_WEIGHTS_DIR}=DIR{where}, or pass {{param:weights}} PATH."
     )

@@ -36,7 +36,7 @@ def assert_one_line_error(stderr: str, *needles: str) -> str:
 def assert_same_cache(a: str, b: str, splits=None) -> int:
     """Two caches hold the same rows (paths, hashes, labels) and equal features; returns rows."""
     rows = 0
-    ca, cb = featcache.store.FeatureCache(a), featcache.store.FeatureCache(b)
+    ca, cb = featcache.cache.FeatureCache(a), featcache.cache.FeatureCache(b)
     assert ca.class_names == cb.class_names and ca.splits == cb.splits
     for split in splits or ca.splits:
         x, y = ca.read(split), cb.read(split)

@@ -11,7 +11,7 @@ from featcache.augment_views import AugmentSpec
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
 from featcache.heads import HeadOptions
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 from featcache.train import train_head
 
 
@@ -64,5 +64,5 @@ def test_a_view_depends_only_on_file_hash_view_and_seed():
     assert not np.array_equal(first, spec.apply(pixels, "cd" * 32, 1))
     assert not np.array_equal(first, AugmentSpec(views=4, seed=2).apply(pixels, digest, 1))
     np.testing.assert_array_equal(spec.apply(pixels, digest, 0), pixels)
-    with pytest.raises(UsageError, match="--augment-views 100"):
+    with pytest.raises(UsageError, match="augment_views 100"):
         AugmentSpec(views=100).validate()

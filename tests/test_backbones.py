@@ -12,7 +12,7 @@ from featcache import preprocessing
 from featcache.backbones import BACKBONES, get_backbone, list_backbones
 from featcache.errors import UsageError
 from featcache.extract import ExtractOptions, extract
-from featcache.store import load_features
+from featcache.cache import load_features
 
 REQUIRED = ["vgg16", "vgg19", "resnet50", "mobilenet", "mobilenetv2", "efficientnetb0",
             "inceptionv3", "xception", "densenet121", "nasnetlarge"]

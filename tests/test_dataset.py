@@ -52,12 +52,12 @@ def test_empty_source_is_a_clear_error(tmp_path):
 
 def test_val_split_is_by_content_and_stable_when_images_are_added(tmp_path):
     make_folder(tmp_path, {"": {"a": 30, "b": 30}})
-    before = {r.path: r.split for r in load_dataset(str(tmp_path), val_split=0.3).records}
+    before = {r.path: r.split for r in load_dataset(str(tmp_path), val_fraction=0.3).records}
     assert 8 <= sum(s == "val" for s in before.values()) <= 30
     make_folder(tmp_path / "more", {"": {"a": 20}})
     for f in (tmp_path / "more" / "a").iterdir():
         f.rename(tmp_path / "a" / f"new_{f.name}")
-    after = {r.path: r.split for r in load_dataset(str(tmp_path), val_split=0.3).records}
+    after = {r.path: r.split for r in load_dataset(str(tmp_path), val_fraction=0.3).records}
     assert all(after[p] == s for p, s in before.items())
     assert len(after) == len(before) + 20
 
@@ -66,14 +66,14 @@ def test_identical_files_land_in_the_same_split(tmp_path):
     make_folder(tmp_path, {"": {"a": 10}})
     for i in range(10):
         shutil.copy(tmp_path / "a" / f"a_{i:03d}.jpg", tmp_path / "a" / f"copy_{i:03d}.jpg")
-    splits = {r.path: r.split for r in load_dataset(str(tmp_path), val_split=0.5).records}
+    splits = {r.path: r.split for r in load_dataset(str(tmp_path), val_fraction=0.5).records}
     assert all(splits[f"a/a_{i:03d}.jpg"] == splits[f"a/copy_{i:03d}.jpg"] for i in range(10))
 
 
 def test_val_split_refused_when_val_exists(tmp_path):
     make_folder(tmp_path, {"train": {"a": 2}, "val": {"a": 1}})
     with pytest.raises(UsageError, match="already has a 'val' split"):
-        load_dataset(str(tmp_path), val_split=0.2)
+        load_dataset(str(tmp_path), val_fraction=0.2)
 
 
 def test_csv_list_with_header_and_splits(tmp_path):
@@ -98,7 +98,7 @@ def test_list_paths_outside_the_root_are_refused_unless_allowed(tmp_path):
     make_folder(tmp_path / "outside", {"": {"a": 1}})
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "l.csv").write_text("../outside/a/a_000.jpg,a\n")
-    with pytest.raises(DataError, match="outside the data root.*--allow-outside-root"):
+    with pytest.raises(DataError, match="outside the data root.*allow_outside_root"):
         load_dataset(str(tmp_path / "lists" / "l.csv"))
     ds = load_dataset(str(tmp_path / "lists" / "l.csv"), allow_outside_root=True)
     assert ds.records[0].path.startswith("/")

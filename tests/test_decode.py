@@ -128,5 +128,5 @@ def test_aspect_modes_keep_the_output_size(aspect):
 
 
 def test_unknown_resize_method_names_the_flag():
-    with pytest.raises(UsageError, match="--resize"):
+    with pytest.raises(UsageError, match="^resize fancy"):
         ResizeSpec((8, 8), method="fancy")

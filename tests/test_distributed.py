@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO, run_cli
+from fault_hooks import KillOnceAfterBatch
 
 import featcache
 from featcache.extract import ExtractOptions, extract
-from featcache.shard_worker import KILL_MARKER_ENV
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 
 if os.environ.get("FEATCACHE_REQUIRE_BACKENDS") == "1":  # CI installs featcache[dev], dask included
     import distributed
@@ -38,17 +38,15 @@ def options(data_root, weights_dir, out, **kw) -> ExtractOptions:
 
 @pytest.fixture(scope="module")
 def kill_switch(tmp_path_factory):
-    """The marker file whose folder, once created, arms the workers' test-only kill hook."""
+    """The marker file whose folder, once created, arms the kill hook the test passes in."""
     return tmp_path_factory.mktemp("kill") / "armed" / "killed"
 
 
 @pytest.fixture(scope="module")
-def cluster(kill_switch):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KILL_MARKER_ENV, str(kill_switch))  # inherited by the worker processes
-        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                      dashboard_address=None) as local:
-            yield local
+def cluster():
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as local:
+        yield local
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +79,7 @@ def test_dask_cluster_equals_local_engine(cluster, local_cache, data_root, weigh
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in local["shards"]]
     # each worker process built the backbone at most once, whatever number of shards it ran
     with distributed.Client(cluster) as client:
-        built = client.run(lambda: len(__import__("featcache.shard_worker").shard_worker._MODELS))
+        built = client.run(lambda: len(__import__("sys").modules["featcache.extract.dask_engine"]._MODELS))
     assert set(built.values()) <= {0, 1} and 1 in built.values(), built
     # a rerun finds every shard done and sends nothing
     again = extract(options(data_root, weights_dir, tmp_path / "dask", engine="dask",
@@ -94,7 +92,8 @@ def test_worker_killed_mid_shard_is_retried_and_the_cache_completes(
     kill_switch.parent.mkdir()  # arm: the first shard task to get here SIGKILLs its worker
     out = tmp_path / "killed"
     summary = extract(options(data_root, weights_dir, out, engine="dask",
-                              scheduler=cluster.scheduler_address, retries=2))
+                              scheduler=cluster.scheduler_address, retries=2),
+                      after_batch=KillOnceAfterBatch(str(kill_switch)))
     pid, shard = kill_switch.read_text().split()
     assert shard.startswith("shards/")  # a worker died in the middle of that shard...
     with pytest.raises(ProcessLookupError):
@@ -121,7 +120,7 @@ def test_dask_flag_mistakes_are_one_line_errors(tmp_path, data_root):
     proc = run_cli("extract", "--data", str(data_root / DATASET), "--out", str(tmp_path / "c"),
                    "--scheduler", "tcp://127.0.0.1:8786")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "--scheduler" in proc.stderr and "--engine dask" in proc.stderr
+    assert "--scheduler" in proc.stderr and "--engine" in proc.stderr
 
 
 @pytest.mark.slow

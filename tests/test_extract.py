@@ -14,7 +14,7 @@ import featcache
 from featcache.errors import CacheError, CacheLockedError, DataError, FingerprintMismatchError
 from featcache.extract import ExtractOptions, extract, plan_shards
 from featcache.dataset import load_dataset
-from featcache.store import CacheLock, FeatureCache
+from featcache.cache import CacheLock, FeatureCache
 
 
 def opts(data, out, **kw) -> ExtractOptions:
@@ -99,7 +99,7 @@ def test_bad_images_are_skipped_and_recorded_or_stop_strict(tiny_folder, tmp_pat
     manifest = FeatureCache(summary.cache).manifest
     assert {s["path"] for sh in manifest["shards"] for s in sh["skipped"]} == set(reasons)
     assert {"path": "train/cats/readme.txt", "reason": "not an image file extension"} in manifest["ignored"]
-    with pytest.raises(DataError, match=r"train/cats/broken\.jpg: .*--strict"):
+    with pytest.raises(DataError, match=r"train/cats/broken\.jpg: .*strict"):
         extract(opts(tiny_folder, tmp_path / "strict", strict=True, **base))
 
 

@@ -14,7 +14,7 @@ from featcache.errors import CacheError
 from featcache.extract import ExtractOptions, extract
 from featcache.feature_model import build_feature_extractor
 from featcache.fusion import fuse_caches
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 from featcache.train import train_head
 
 

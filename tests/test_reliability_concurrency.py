@@ -43,7 +43,7 @@ def test_two_extractions_into_one_new_cache(tmp_path):
 
 READER = r"""
 import hashlib, json, os, sys
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 cache, stop, report = sys.argv[1:4]
 seen, errors = {}, []
 def once():
@@ -65,7 +65,7 @@ json.dump({"seen": seen, "errors": errors}, open(report, "w"))
 def state_key(cache: str) -> str:
     import hashlib
 
-    from featcache.store import FeatureCache
+    from featcache.cache import FeatureCache
 
     rows = FeatureCache(cache).read("train")
     return hashlib.sha256(json.dumps(rows.paths).encode() + rows.features.tobytes()).hexdigest()

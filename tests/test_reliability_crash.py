@@ -16,7 +16,7 @@ import pytest
 from featcache.extract import ExtractOptions, extract
 from featcache.feature_model import build_feature_extractor
 from featcache.fingerprint import fingerprint_hash
-from featcache.store import FeatureCache, read_shard_info
+from featcache.cache import FeatureCache, read_shard_info
 from reliability_util import assert_same_cache, spawn
 
 KILLS = 20

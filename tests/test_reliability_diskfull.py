@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_folder
 from featcache.extract import ExtractOptions, extract
-from featcache.store import FeatureCache, read_shard_info
+from featcache.cache import FeatureCache, read_shard_info
 from reliability_util import assert_one_line_error, assert_same_cache, spawn
 
 resource = pytest.importorskip("resource")

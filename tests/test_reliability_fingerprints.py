@@ -51,7 +51,7 @@ def test_train_head_and_export_refuse_mixed_features(tmp_path, capsys):
     import shutil
 
     from featcache.cli import main
-    from featcache.store import FeatureCache
+    from featcache.cache import FeatureCache
     from reliability_util import assert_one_line_error
 
     data = make_folder(tmp_path / "data", {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1}})

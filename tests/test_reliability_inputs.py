@@ -23,7 +23,7 @@ from conftest import run_cli
 from featcache.cli import main
 from featcache.decode import ResizeSpec, decode_bytes
 from featcache.errors import BadImageError
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 from reliability_util import assert_one_line_error
 
 FAST = ["--backbone", "mobilenet", "--image-size", "32", "--weights", "none"]

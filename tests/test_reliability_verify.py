@@ -8,7 +8,7 @@ import shutil
 
 from featcache.cli import main
 from featcache.extract import ExtractOptions, extract
-from featcache.store import FeatureCache
+from featcache.cache import FeatureCache
 from reliability_util import assert_one_line_error, assert_same_cache
 
 

@@ -12,8 +12,8 @@ import featcache
 from featcache.cli import main
 from featcache.errors import CacheError
 from featcache.extract import ExtractOptions, extract
-from featcache.merge import merge_slices
-from featcache.store import FeatureCache
+from featcache.extract.merge import merge_slices
+from featcache.cache import FeatureCache
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Join the slices of a sliced extraction into one cache (`featcache merge CACHE`).
 
-`featcache extract --out CACHE --num-slices K --slice-index I` (run K times,
+An extraction with `num_slices=K, slice_index=I` (run K times,
 anywhere: a Slurm array, Kubernetes jobs) writes slice I to
 `CACHE/parts/slice-I-of-K/`: every K-th shard task of the same deterministic
 plan, and a `slice.json` naming the whole plan. Merging checks that all K
@@ -14,13 +14,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 
-from .errors import CacheError
-from .extract import SLICE_MANIFEST, _remove_unplanned_shards
-from .fileio import TMP_MARKER, fsync_dir, read_json, write_json_atomic
-from .store import MANIFEST_FILE, PARTS_DIR, CacheLock, init_identity, remove_stale_temporaries
+from ..cache import (
+    PARTS_DIR,
+    SHARDS_DIR,
+    SLICE_MANIFEST,
+    CacheLock,
+    init_identity,
+    manifest_shards,
+    new_manifest,
+    read_manifest,
+    remove_stale_temporaries,
+    remove_unplanned_shards,
+    write_manifest,
+)
+from ..errors import CacheError
+from ..fileio import TMP_MARKER, fsync_dir
 
 _SLICE_DIR = re.compile(r"^slice-(\d+)-of-(\d+)$")
 
@@ -61,7 +71,7 @@ def _read_slices(cache: str) -> dict[int, dict]:
         if not os.path.isfile(path):
             unfinished.append(index)
             continue
-        manifest = read_json(path)
+        manifest = read_manifest(path)
         manifest["_folder"] = os.path.join(parts, name)
         slices[index] = manifest
     missing = sorted(set(range(count)) - set(slices) - set(unfinished))
@@ -120,8 +130,8 @@ def merge_slices(cache: str, remove_parts: bool = False) -> MergeSummary:
     plan = first["slice"]["plan"]
     entries = {}
     for manifest in slices.values():
-        for shard in manifest["shards"]:
-            entries[shard["file"]] = (manifest["_folder"], shard)
+        for shard in manifest_shards(manifest):
+            entries[shard.file] = (manifest["_folder"], shard)
     lost = [f for f in plan if f not in entries]
     if lost:
         raise CacheError(f"{cache}: the slices hold {len(plan) - len(lost)} of {len(plan)} planned "
@@ -130,30 +140,27 @@ def merge_slices(cache: str, remove_parts: bool = False) -> MergeSummary:
     with CacheLock(cache):
         init_identity(cache, first["fingerprint"], first["fingerprint_hash"])
         remove_stale_temporaries(cache)
-        os.makedirs(os.path.join(cache, "shards"), exist_ok=True)
+        os.makedirs(os.path.join(cache, SHARDS_DIR), exist_ok=True)
         shards = []
         for relpath in plan:
             folder, shard = entries[relpath]
             src = os.path.join(folder, relpath)
-            if not os.path.isfile(src) or os.path.getsize(src) != shard["bytes"]:
+            if not os.path.isfile(src) or os.path.getsize(src) != shard.bytes:
                 raise CacheError(f"{src}: missing or changed since its slice finished; rerun that "
                                  "slice and merge again.")
             how[_place(src, os.path.join(cache, relpath))] += 1
             shards.append(shard)
-        fsync_dir(os.path.join(cache, "shards"))
-        splits: dict[str, dict] = {}
-        for shard in shards:
-            entry = splits.setdefault(shard["split"], {"rows": 0, "skipped": 0, "shards": 0})
-            entry["rows"] += shard["rows"]
-            entry["skipped"] += len(shard.get("skipped", []))
-            entry["shards"] += 1
-        manifest = {k: v for k, v in first.items() if k not in ("slice", "_folder")}
-        manifest.update(status="complete", updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        splits=splits, shards=shards, merged_from={"slices": len(slices)})
-        write_json_atomic(os.path.join(cache, MANIFEST_FILE), manifest)
-        _remove_unplanned_shards(cache, set(plan))
+        fsync_dir(os.path.join(cache, SHARDS_DIR))
+        manifest = new_manifest(
+            fingerprint=first["fingerprint"], fingerprint_hash=first["fingerprint_hash"],
+            class_names=first["class_names"], shards=shards, source=first["source"],
+            weights=first.get("weights", {}), extraction=first.get("extraction", {}),
+            ignored=first.get("ignored", []), warnings=first.get("warnings", []),
+            merged_from={"slices": len(slices)})
+        write_manifest(cache, manifest)
+        remove_unplanned_shards(cache, set(plan))
         if remove_parts:
             shutil.rmtree(os.path.join(cache, PARTS_DIR))
     return MergeSummary(cache, len(slices), len(shards),
-                        {s: v["rows"] for s, v in splits.items()}, how["linked"], how["copied"],
-                        remove_parts)
+                        {s: v["rows"] for s, v in manifest["splits"].items()}, how["linked"],
+                        how["copied"], remove_parts)

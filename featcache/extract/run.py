@@ -1,0 +1,243 @@
+"""Run an extraction: list the images, plan, skip finished shards, run the rest, write the manifest.
+
+Killing it at any point loses at most the shards in progress; running the
+same extraction again resumes. The engine (local or Dask) only decides where
+the pending shard tasks run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+from ..augment_views import views_for
+from ..cache import (
+    MANIFEST_FILE,
+    SLICE_MANIFEST,
+    CacheLock,
+    ShardInfo,
+    init_identity,
+    manifest_shards,
+    new_manifest,
+    previous_manifest,
+    read_hashes,
+    read_shard_info,
+    remove_if_unused,
+    remove_stale_temporaries,
+    remove_unplanned_shards,
+    slice_folder,
+    write_manifest,
+)
+from ..dataset import Dataset, load_dataset
+from ..decode import ResizeSpec
+from ..errors import CacheLockedError
+from ..pipeline import default_workers
+from ..weights import weights_dir as resolve_weights_dir
+from .engines import create_engine
+from .options import ExtractOptions
+from .plan import BuildSpec, ExtractorInfo, ShardJob, ShardTask, plan_shards, slice_tasks
+from .shard import new_timing
+from .summary import ExtractSummary
+
+
+def _known_shards(cache_dir: str, tasks: list[ShardTask], fph: str) -> dict[str, ShardInfo]:
+    """Finished shards of this plan already on disk (from a previous or killed run)."""
+    previous = {s.file: s for s in manifest_shards(previous_manifest(cache_dir))}
+    known: dict[str, ShardInfo] = {}
+    for task in tasks:
+        path = os.path.join(cache_dir, task.relpath)
+        if not os.path.isfile(path):
+            continue
+        entry = previous.get(task.relpath)
+        if entry and entry.bytes == os.path.getsize(path):
+            known[task.relpath] = entry
+            continue
+        info = read_shard_info(cache_dir, task.relpath, fph)
+        if info is not None:
+            known[task.relpath] = info
+    return known
+
+
+def _duplicate_warnings(out: str, shards: list[ShardInfo], class_names: list[str],
+                        listed: int = 5) -> list[str]:
+    """One warning per image content filed under more than one class.
+
+    The same bytes with two labels are contradictory training data; both rows
+    are kept (they are distinct files), and the user is told.
+    """
+    seen: dict[str, dict[int, str]] = {}
+    for info in shards:
+        for digest, label, path in read_hashes(out, info.file):
+            seen.setdefault(digest, {}).setdefault(label, path)
+    clashes = [by_label for by_label in seen.values() if len(by_label) > 1]
+    warnings = []
+    for by_label in clashes[:listed]:
+        names = ", ".join(f"{p} ({class_names[c]})" for c, p in sorted(by_label.items()))
+        warnings.append(f"identical image content under different classes: {names}")
+    if len(clashes) > listed:
+        warnings.append(f"and {len(clashes) - listed} more images filed under several classes")
+    return warnings
+
+
+def _progress_bar(options: ExtractOptions, total: int, backbone: str, engine: str):
+    from tqdm.auto import tqdm
+
+    label = f"extract {backbone}" + ("" if engine == "local" else f" ({engine})")
+    return tqdm(total=total, unit="img", desc=label,
+                disable=(None if options.progress is None else not options.progress),
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = (),
+            after_batch=None) -> ExtractSummary:
+    """Extract features for every image of `options.data` into `options.out`.
+
+    Resumes when the cache exists with the same fingerprint; refuses when its
+    fingerprint differs.
+
+    Args:
+        options: what to extract and how.
+        extractor: a `FeatureExtractor` built earlier, to reuse across calls
+            (notebooks, benchmarks); it then decides backbone, image size,
+            layer, pooling and weights, and those options are ignored.
+        rebuild: shard files (relative to the cache) to delete and extract
+            again even if they look finished (`featcache verify --repair`).
+        after_batch: called as after_batch(writer) after every batch written
+            (a hook for tests; runs on the workers with the Dask engine).
+
+    Raises:
+        FeatcacheError subclasses with one-line messages (bad options, data,
+        weights, a busy or different cache, `strict` on a bad image).
+    """
+    from ..backbones import get_backbone
+    from ..feature_model import check_options
+
+    started = time.perf_counter()
+    timing = {"scan": 0.0, "build_model": 0.0, **new_timing()}
+    options.validate()
+    if extractor is None:
+        spec = get_backbone(options.backbone)
+        size = int(options.image_size or spec.input_size)
+        check_options(spec, size, options.layer, options.pooling)
+    else:
+        spec, size = extractor.spec, extractor.image_size
+    resize = ResizeSpec((size, size), options.resize, options.aspect)
+
+    start = time.perf_counter()
+    dataset = load_dataset(options.data, options.val_fraction, options.test_fraction,
+                           options.root, options.allow_outside_root,
+                           workers=default_workers(options.workers))
+    timing["scan"] = time.perf_counter() - start
+
+    out = os.path.abspath(options.out)
+    if options.sliced:
+        out = slice_folder(out, options.slice_index, options.num_slices)
+        options = replace(options, out=out)
+    created = not os.path.exists(out)
+    os.makedirs(out, exist_ok=True)
+    weights = options.weights
+    if weights not in ("imagenet", "none") and os.path.exists(weights):
+        weights = os.path.abspath(weights)  # workers elsewhere resolve it the same way
+    build = BuildSpec(spec.name, size, options.layer, options.pooling, weights,
+                      resolve_weights_dir(options.weights_dir), options.seed, resize, options.dtype,
+                      options.augment)
+    try:
+        with create_engine(options, extractor) as engine:
+            return _extract_locked(options, engine, build, dataset, out, timing, started, rebuild,
+                                   after_batch)
+    except CacheLockedError:
+        raise  # the folder belongs to the process holding the lock: touch nothing
+    except BaseException:
+        if created:
+            remove_if_unused(out)
+        raise
+
+
+def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: Dataset, out: str,
+                    timing: dict, started: float, rebuild, after_batch) -> ExtractSummary:
+    with CacheLock(out):
+        start = time.perf_counter()
+        info = engine.prepare(build)
+        timing["build_model"] = time.perf_counter() - start
+        fingerprint, fph = info.fingerprint, info.fingerprint_hash
+        init_identity(out, fingerprint, fph)
+        remove_stale_temporaries(out)
+
+        plan = plan_shards(dataset, fph, options.shard_size)
+        tasks = slice_tasks(plan, options.slice_index, options.num_slices) if options.sliced else plan
+        for relpath in rebuild:
+            if os.path.isfile(os.path.join(out, relpath)):
+                os.remove(os.path.join(out, relpath))
+        known = _known_shards(out, tasks, fph)
+        pending = [t for t in tasks if t.relpath not in known]
+        images = sum(len(t.records) for t in pending)
+
+        job = ShardJob(dataset.root, tuple(dataset.class_names), out, build, fph,
+                       options.batch_size, options.strict, options.max_pixels,
+                       None if engine.name == "dask" else options.workers, after_batch)
+        rows = sum(len(t.records) * views_for(t.split, build.augment) for t in pending)
+        bar = _progress_bar(options, rows, info.backbone, engine.name)
+        start = time.perf_counter()
+        try:
+            written = engine.run(pending, job, timing, bar)
+        finally:
+            bar.close()
+        extract_seconds = time.perf_counter() - start
+
+        shards = {**known, **{s.file: s for s in written}}
+        ordered = [shards[t.relpath] for t in tasks]
+        remove_stale_temporaries(out)  # left by workers killed mid-shard and retried elsewhere
+        duplicates = _duplicate_warnings(out, ordered, dataset.class_names)
+        manifest = _manifest(fingerprint, fph, dataset, ordered, options, info, duplicates,
+                             engine.name)
+        if options.sliced:
+            # a slice is not a cache: merging turns all slices into one manifest
+            manifest["status"] = "slice"
+            manifest["slice"] = {"index": options.slice_index, "count": options.num_slices,
+                                 "plan": [t.relpath for t in plan]}
+        write_manifest(out, manifest, SLICE_MANIFEST if options.sliced else MANIFEST_FILE)
+        remove_unplanned_shards(out, {t.relpath for t in tasks})
+
+    skipped = [s for info_ in ordered for s in info_.skipped]
+    return ExtractSummary(
+        cache=out,
+        backbone=info.backbone,
+        feature_shape=info.feature_shape,
+        dtype=options.dtype,
+        fingerprint_hash=fph,
+        splits={s: v["rows"] for s, v in manifest["splits"].items()},
+        images_extracted=images - sum(len(s.skipped) for s in written),
+        skipped=skipped,
+        shards_written=len(written),
+        shards_reused=len(known),
+        bytes_written=sum(s.bytes for s in written),
+        cache_bytes=sum(s.bytes for s in ordered),
+        seconds=time.perf_counter() - started,
+        extract_seconds=extract_seconds,
+        timing=timing,
+        ignored=len(dataset.ignored),
+        warnings=list(dataset.warnings) + duplicates,
+        weights=info.weights,
+    )
+
+
+def _manifest(fingerprint, fph, dataset: Dataset, shards: list[ShardInfo], options: ExtractOptions,
+              extractor: ExtractorInfo, duplicates: list[str], engine: str) -> dict:
+    return new_manifest(
+        fingerprint=fingerprint, fingerprint_hash=fph, class_names=dataset.class_names,
+        shards=shards,
+        source={
+            "data": os.path.abspath(options.data),
+            "root": dataset.root,
+            "layout": dataset.layout,
+            # the on-disk names of the fractions, kept so older featcache reads them
+            "val_split": options.val_fraction,
+            "test_split": options.test_fraction,
+        },
+        weights=extractor.weights,
+        extraction={"tap": extractor.tap_name, "batch_size": options.batch_size,
+                    "shard_size": options.shard_size, "engine": engine},
+        ignored=[{"path": p, "reason": r} for p, r in dataset.ignored],
+        warnings=list(dataset.warnings) + list(duplicates),
+    )

@@ -1,0 +1,60 @@
+"""What one extraction did: `ExtractSummary` (its `to_json` is the CLI's --json output)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ExtractSummary:
+    cache: str
+    backbone: str
+    feature_shape: tuple[int, ...]
+    dtype: str
+    fingerprint_hash: str
+    splits: dict[str, int]
+    images_extracted: int
+    skipped: list[dict]
+    shards_written: int
+    shards_reused: int
+    bytes_written: int
+    cache_bytes: int
+    seconds: float
+    extract_seconds: float
+    timing: dict[str, float]
+    ignored: int
+    warnings: list[str] = field(default_factory=list)
+    weights: dict = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{s} {n}" for s, n in self.splits.items())
+        return (f"ExtractSummary({self.cache!r}: {self.backbone} {list(self.feature_shape)}, {rows}; "
+                f"{self.images_extracted} images extracted at {self.images_per_second:.1f} img/s)")
+
+    def to_json(self) -> dict:
+        return {
+            "cache": self.cache,
+            "backbone": self.backbone,
+            "feature_shape": list(self.feature_shape),
+            "dtype": self.dtype,
+            "fingerprint_hash": self.fingerprint_hash,
+            "rows": sum(self.splits.values()),
+            "splits": self.splits,
+            "images": self.images_extracted,
+            "skipped": self.skipped,
+            "ignored_files": self.ignored,
+            "shards_written": self.shards_written,
+            "shards_reused": self.shards_reused,
+            "bytes_written": self.bytes_written,
+            "cache_bytes": self.cache_bytes,
+            "seconds": round(self.seconds, 3),
+            "extract_seconds": round(self.extract_seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "timing": {k: round(v, 3) for k, v in self.timing.items()},
+            "warnings": self.warnings,
+            "weights": self.weights,
+        }
