@@ -61,8 +61,8 @@ class ExtractOptions:
     weights_dir: str | None = None
     batch_size: int = 32
     dtype: str = "float32"
-    val_split: float = 0.0
-    test_split: float = 0.0
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
     root: str | None = None
     allow_outside_root: bool = False
     strict: bool = False
@@ -432,7 +432,7 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
 
     start = time.perf_counter()
     workers = options.workers or min(8, os.cpu_count() or 1)
-    dataset = load_dataset(options.data, options.val_split, options.test_split,
+    dataset = load_dataset(options.data, options.val_fraction, options.test_fraction,
                            options.root, options.allow_outside_root, workers=workers)
     timing["scan"] = time.perf_counter() - start
 
@@ -563,8 +563,8 @@ def _manifest(out, fingerprint, fph, dataset: Dataset, shards: list[ShardInfo],
             "data": os.path.abspath(options.data),
             "root": dataset.root,
             "layout": dataset.layout,
-            "val_split": options.val_split,
-            "test_split": options.test_split,
+            "val_split": options.val_fraction,
+            "test_split": options.test_fraction,
         },
         "weights": extractor.weights,
         "extraction": {"tap": extractor.tap_name, "batch_size": options.batch_size,

@@ -89,7 +89,7 @@ def _options_from_manifest(cache: FeatureCache, weights_dir: str | None, weights
         data=source["data"], out=cache.path, backbone=fp["backbone"], image_size=fp["input_size"][0],
         layer=fp["layer"], pooling=fp["pooling"], weights=weights, weights_dir=weights_dir,
         batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
-        val_split=source.get("val_split", 0.0), test_split=source.get("test_split", 0.0),
+        val_fraction=source.get("val_split", 0.0), test_fraction=source.get("test_split", 0.0),
         root=source["root"] if source.get("layout") == "list" else None,
         # the plan check in repair_cache refuses any list that is not what it was
         allow_outside_root=source.get("layout") == "list",
@@ -117,7 +117,7 @@ def repair_cache(report: VerifyReport, weights_dir: str | None = None,
         raise CacheError(f"{report.cache}: cannot repair: the images' source {options.data} is gone. "
                          "Restore it, or rebuild the cache with featcache extract.")
     try:
-        dataset = load_dataset(options.data, options.val_split, options.test_split, options.root,
+        dataset = load_dataset(options.data, options.val_fraction, options.test_fraction, options.root,
                                options.allow_outside_root)
     except DataError as exc:
         raise CacheError(f"{report.cache}: cannot repair: {exc}") from None
