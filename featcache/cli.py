@@ -41,8 +41,8 @@ def _emit(args, result, text: Callable[[object], str]) -> None:
     """Print `result` as JSON with --json, else as `text(result)` unless --quiet."""
     if args.json:
         _print_json(result.to_json() if hasattr(result, "to_json") else result)
-    elif not getattr(args, "quiet", False):
-        print(text(result))
+    elif not getattr(args, "quiet", False) and (lines := text(result)):
+        print(lines)
 
 
 def _progress(args) -> bool | None:
@@ -619,8 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featcache {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help,
-                           description=command.description or command.help[0].upper() + command.help[1:] + ".")
+        p = sub.add_parser(name, help=command.help, description=command.description)
         command.add_flags(p)
         p.set_defaults(handler=command.handler)
     return parser
