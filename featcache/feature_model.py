@@ -259,3 +259,54 @@ def build_feature_extractor(
         feature_shape=tuple(int(d) for d in x.shape[1:]),
         backbone=tapped,
     )
+
+
+@dataclass
+class LayerListing:
+    """A backbone's layers, for choosing the `layer` to tap.
+
+    Attributes:
+        backbone: the backbone's registry name.
+        image_size: the square input size the output shapes are for.
+        layers: one dict per layer, input to output: "name", "type" (the Keras
+            class), "output_shape" (without the batch axis; None where unknown)
+            and "needs_top" (the layer exists only in the full network).
+    """
+
+    backbone: str
+    image_size: int
+    layers: list[dict]
+
+    def to_json(self) -> list[dict]:
+        return self.layers
+
+
+def list_layers(backbone: str, image_size: int | None = None) -> LayerListing:
+    """Build a backbone without weights and list its layers.
+
+    The full network (with its classifier top) is built when the backbone has
+    layers that exist only there and `image_size` is its default size, so
+    those layers (VGG's fc1, fc2) are listed too.
+
+    Args:
+        backbone: registry name (see `featcache.backbones.list_backbones`).
+        image_size: square input size; None for the backbone's default.
+
+    Returns:
+        The layers with their output shapes at that size.
+
+    Raises:
+        UsageError: unknown backbone, or a size below the backbone's minimum.
+    """
+    spec = get_backbone(backbone)
+    size = image_size or spec.input_size
+    check_options(spec, size, None, None)
+    keras = import_keras()
+    include_top = bool(spec.top_layers) and size == spec.input_size
+    builder = getattr(keras.applications, spec.builder)
+    model = builder(include_top=include_top, weights=None, input_shape=(size, size, 3))
+    rows = [{"name": layer.name, "type": type(layer).__name__,
+             "output_shape": list(layer.output.shape[1:]),
+             "needs_top": layer.name in spec.top_layers}
+            for layer in model.layers]
+    return LayerListing(spec.name, size, rows)

@@ -34,7 +34,7 @@ from .artifacts import (
 )
 from .dataset import load_dataset
 from .fingerprint import check_same
-from .errors import UsageError
+from .errors import ParameterError, UsageError, param
 from .fileio import read_json, sha256_file, write_json_atomic
 from .heads.base import class_weights
 from .metrics import classification_metrics
@@ -63,21 +63,34 @@ class FinetuneOptions:
     augment: str | None = DEFAULT_AUGMENT
     class_weight: str | None = None
     mixed_precision: bool = False
-    val_split: float = 0.0
-    test_split: float = 0.0
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
     seed: int = 0
     workers: int | None = None
 
     def validate(self) -> None:
+        """Check the options before anything is loaded or built.
+
+        Raises:
+            ParameterError: an option has a value fine-tuning cannot use.
+            UsageError: options that exclude each other, or a bad `augment`.
+        """
         if self.unfreeze_top is not None and self.unfreeze_from is not None:
-            raise UsageError("Pass --unfreeze-top or --unfreeze-from, not both.")
+            raise UsageError(f"Pass {param('unfreeze_top')} or {param('unfreeze_from')}, not both.")
         if self.unfreeze_top is not None and self.unfreeze_top < 0:
-            raise UsageError(f"--unfreeze-top {self.unfreeze_top}: must be 0 or more.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UsageError("--epochs and --batch-size must be at least 1.")
+            raise ParameterError("unfreeze_top", self.unfreeze_top, "must be 0 or more.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ParameterError(name, getattr(self, name), "must be at least 1.")
         if self.optimizer not in LEARNING_RATES:
-            raise UsageError(f"--optimizer {self.optimizer}: allowed values are "
-                             f"{', '.join(LEARNING_RATES)}.")
+            raise ParameterError("optimizer", self.optimizer,
+                                 f"allowed values are {', '.join(LEARNING_RATES)}.")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ParameterError(name, getattr(self, name), "must be a fraction in [0, 1).")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise UsageError(f"{param('val_fraction')} plus {param('test_fraction')} must leave "
+                             "some images for training.")
         parse_augment(self.augment)
 
 
@@ -250,7 +263,7 @@ class _Setup:
 def _prepare(data, head_dir, out, options, resume, trust) -> _Setup:
     head, head_config, fingerprint = load_head(head_dir, trust=trust)
     head_model = head.to_keras()  # scikit-learn heads other than linear ones cannot be fine-tuned
-    dataset = load_dataset(data, options.val_split, options.test_split)
+    dataset = load_dataset(data, options.val_fraction, options.test_fraction)
     if dataset.class_names != head.class_names:
         raise UsageError(f"--data {data} has classes {dataset.class_names}; the head in {head_dir} "
                          f"was trained on {head.class_names}.")

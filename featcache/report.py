@@ -1,8 +1,15 @@
-"""Human-readable summaries for the terminal (the CLI's non-JSON output)."""
+"""All terminal text of the command line: each function returns the lines to print.
+
+The CLI prints these strings as they are (`--json` output is the results'
+`to_json()` instead). Nothing here computes anything or touches a file.
+"""
 
 from __future__ import annotations
 
-from .extract import ExtractSummary
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: importing extract would pull in h5py
+    from .extract import ExtractSummary
 
 
 def printable(text: str) -> str:
@@ -158,3 +165,137 @@ def finetune_summary(s) -> str:
              ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
                        "confusion_matrix.png")]
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
+
+
+def info_summary(path: str, manifest: dict) -> str:
+    """`featcache info`: the cache folder, then what it holds (see `cache_info`)."""
+    return f"featcache cache {path}\n{cache_info(manifest)}"
+
+
+def evaluate_summary(metrics: dict, cache: str, split: str) -> str:
+    """`featcache evaluate`: the head's scores on one split of a cache."""
+    return metrics_text(metrics, f"featcache evaluate: {metrics['head']} on {cache} [{split}]")
+
+
+def merge_summary(s) -> str:
+    """`featcache merge`: one line on the slices joined into the cache."""
+    return (f"featcache merge: {s.slices} slices, {s.shards} shards into {s.cache} "
+            f"({_splits(s.splits)}); {s.linked} linked, {s.copied} copied"
+            + ("; parts/ removed" if s.parts_removed else ""))
+
+
+def fuse_summary(s) -> str:
+    """`featcache fuse`: one line on the fused cache and what to do with it."""
+    return (f"featcache fuse: {s.feature_shape[0]} features per row ({_splits(s.splits)}) in "
+            f"{s.cache}; train heads on it with featcache train-head --cache {s.cache}")
+
+
+def verify_summary(r) -> str:
+    """`featcache verify`: shards and rows checked, each damaged shard, notes."""
+    lines = [f"featcache verify: {r.cache}: {r.shards} shard(s), {r.rows} rows"]
+    for d in r.damaged:
+        state = "repaired" if d["file"] in r.repaired else "DAMAGED"
+        lines.append(f"  {state}: {d['file']} ({d['split']}, {d['rows']} rows): "
+                     + "; ".join(d["problems"]))
+    lines.extend(f"  note: {note}" for note in r.notes)
+    if r.ok:
+        lines.append("  ok" if not r.damaged else "  ok after repair")
+    return "\n".join(lines)
+
+
+def verify_failure(r) -> str:
+    """The stderr line of a `featcache verify` that found damage it did not repair."""
+    return (f"featcache: {len(r.damaged)} damaged shard(s) in {r.cache}; "
+            "run featcache verify --repair to re-extract them")
+
+
+def backbones_table(listing) -> str:
+    """`featcache backbones`: one row per backbone, with its offline weights (a `BackboneListing`)."""
+    lines = [f"{'name':<18} {'builder':<36} {'prep':<6} {'size':>4}  offline weights"]
+    for row in listing.backbones:
+        found = "found" if row["offline_weights"] else ("missing" if listing.weights_dir else "-")
+        lines.append(f"{row['name']:<18} {row['builder']:<36} {row['preprocess']:<6} "
+                     f"{row['input_size']:>4}  {found}")
+    if not listing.weights_dir:
+        lines.append("\n(set --weights-dir or FEATCACHE_WEIGHTS_DIR to check for offline weight files)")
+    return "\n".join(lines)
+
+
+def layers_table(listing) -> str:
+    """`featcache layers`: a backbone's layers and output shapes (a `LayerListing`)."""
+    lines = [f"{listing.backbone} at {listing.image_size}x{listing.image_size} "
+             f"({len(listing.layers)} layers; the last conv output is the default tap)"]
+    for row in listing.layers:
+        shape = "x".join("?" if d is None else str(d) for d in row["output_shape"])
+        note = "  (full network only)" if row["needs_top"] else ""
+        lines.append(f"  {row['name']:<32} {row['type']:<24} {shape}{note}")
+    return "\n".join(lines)
+
+
+def heads_table(rows: list[dict]) -> str:
+    """`featcache heads`: name, kind, description and whether it streams or exports."""
+    lines = []
+    for row in rows:
+        flags = ", ".join(f for f, on in (("streams", row["streams_from_disk"]),
+                                           ("exports", row["exportable"])) if on)
+        lines.append(f"{row['name']:<14} {row['kind']:<8} {row['description']}"
+                     + (f"  [{flags}]" if flags else ""))
+    return "\n".join(lines)
+
+
+def predictions(results: list[dict]) -> str:
+    """`featcache predict`: per image, its top classes with scores, or why it failed."""
+    lines = []
+    for row in results:
+        if "error" in row:
+            lines.append(f"{printable(row['path'])}: ERROR {row['error']}")
+        else:
+            ranked = "  ".join(f"{c['label']} {c['score']:.3f}" for c in row["top_k"])
+            lines.append(f"{printable(row['path'])}: {ranked}")
+    return "\n".join(lines)
+
+
+def unreadable_files(failed: int, total: int) -> str:
+    """The stderr line of a `featcache predict` that could not read some files."""
+    return f"featcache: {failed} of {total} file(s) could not be read"
+
+
+def export_summary(info: dict) -> str:
+    """`featcache export`: the model written and where its classes are."""
+    return (f"featcache export: wrote {info['model']} ({info['backbone']} + {info['head']}, "
+            f"{len(info['class_names'])} classes); classes and input format in {info['sidecar']}")
+
+
+DEMO_INTRO = ("featcache demo: MobileNet features of 350 CIFAR-10 images shipped with featcache, "
+              "then a logistic-regression head")
+
+
+def demo_summary(result) -> str:
+    """`featcache demo`: both summaries, then what to try next."""
+    head = result.training.out
+    return (f"{extract_summary(result.extraction)}\n\n{train_summary(result.training)}\n"
+            f"\nNext: look at {head}/confusion_matrix.png, classify images with\n"
+            f"  featcache predict --model {head} IMAGE_OR_FOLDER\n"
+            "or try another head: featcache heads")
+
+
+_RESUME_HINTS = {
+    "extract": " Finished shards are kept; run the same command again to resume.",
+    "demo": " Finished shards are kept; run it again to resume.",
+    "finetune": " Finished epochs are checkpointed; add --resume to continue.",
+}
+
+
+def interrupted(command: str) -> str:
+    """The stderr line after Ctrl-C: how to pick up where `command` stopped."""
+    return f"featcache: interrupted.{_RESUME_HINTS.get(command, '')}"
+
+
+def deprecated_flag(old: str, new: str) -> str:
+    """The stderr note for a flag spelling that still works but is going away."""
+    return f"featcache: WARNING: {old} is deprecated and will be removed; use {new}."
+
+
+def error_line(message: str) -> str:
+    """The one stderr line of a failed command (`message` from `FeatcacheError.cli_message`)."""
+    return f"featcache: error: {printable(message)}"

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backbones import BackboneSpec
+from .backbones import BACKBONES, BackboneSpec, list_backbones
 from .errors import UsageError
 from .fileio import sha256_file
 
@@ -114,3 +114,46 @@ def offline_hint(choice: WeightsChoice) -> str:
         f"Put {choice.file_name} in a folder and pass {{param:weights_dir}} DIR or set "
         f"{ENV_WEIGHTS_DIR}=DIR{where}, or pass {{param:weights}} PATH."
     )
+
+
+@dataclass(frozen=True)
+class BackboneListing:
+    """Every registered backbone, with whether its ImageNet weights are offline.
+
+    Attributes:
+        weights_dir: the offline folder searched, or None when none is set.
+        backbones: one dict per backbone, sorted by name: "name", "builder",
+            "preprocess", "input_size", "min_size", "weights_file" (Keras' file
+            name for the weights without the top), "offline_weights" (its path
+            in `weights_dir`, or None) and "top_layers".
+    """
+
+    weights_dir: str | None
+    backbones: list[dict]
+
+    def to_json(self) -> list[dict]:
+        return self.backbones
+
+
+def list_backbone_weights(explicit_dir: str | None = None) -> BackboneListing:
+    """List the registered backbones and look for their weights offline.
+
+    Args:
+        explicit_dir: offline weights folder; None for FEATCACHE_WEIGHTS_DIR
+            (and no lookup when that is unset too).
+
+    Returns:
+        The registry as rows, with the offline weight files found.
+    """
+    offline = weights_dir(explicit_dir)
+    rows = []
+    for name in list_backbones():
+        spec = BACKBONES[name]
+        choice = resolve_weights(spec, "imagenet", spec.input_size, False, offline)
+        rows.append({
+            "name": name, "builder": f"keras.applications.{spec.builder}",
+            "preprocess": spec.preprocess, "input_size": spec.input_size, "min_size": spec.min_size,
+            "weights_file": choice.file_name, "offline_weights": choice.path,
+            "top_layers": list(spec.top_layers),
+        })
+    return BackboneListing(offline, rows)

@@ -78,7 +78,7 @@ def test_only_the_unfrozen_layers_change_and_batchnorm_statistics_stay(small_hea
 def test_interrupted_run_resumes_from_its_checkpoint(small_head, data_root, weights_dir, tmp_path):
     _, head = small_head("tiny_flowers5")
     data, out = data_root / "tiny_flowers5", tmp_path / "ft"
-    args = ["finetune", "--data", str(data), "--head", head, "--out", str(out), "--unfreeze-top", "2",
+    args = ["finetune", "--data", str(data), "--model", head, "--out", str(out), "--unfreeze-top", "2",
             "--epochs", "4", "--batch-size", "4", "--patience", "10"]
     env = {k: v for k, v in os.environ.items() if k != "FEATCACHE_WEIGHTS_DIR"}
     proc = subprocess.Popen([sys.executable, "-m", "featcache", *args, "--quiet"], cwd=str(REPO),
