@@ -75,7 +75,7 @@ def options_from_args(cls, args: argparse.Namespace, **overrides):
         An instance of `cls`; fields neither parsed nor overridden keep their defaults.
     """
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-              if f.init and hasattr(args, f.name)}
+              if f.init and not f.metadata.get("deprecated") and hasattr(args, f.name)}
     values.update(overrides)
     return cls(**values)
 

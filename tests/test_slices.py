@@ -56,8 +56,8 @@ def test_slices_merged_equal_a_single_run(mobilenet96, data_root, tmp_path, caps
 def test_slice_flag_mistakes_are_one_line_errors(tiny_folder, tmp_path, capsys):
     base = ["extract", "--data", str(tiny_folder), "--out", str(tmp_path / "c"), "--weights", "none"]
     assert main([*base, "--num-slices", "3"]) == 2
-    assert "--num-slices 3 needs --slice-index" in capsys.readouterr().err
+    assert "--num-slices=3 needs --slice-index" in capsys.readouterr().err
     assert main([*base, "--num-shards", "3", "--shard-index", "3"]) == 2
-    assert "--slice-index 3: must be between 0 and 2" in capsys.readouterr().err
+    assert "--slice-index=3: must be between 0 and 2" in capsys.readouterr().err
     assert main(["merge", str(tmp_path / "nothing")]) == 2
     assert "no slices to merge" in capsys.readouterr().err

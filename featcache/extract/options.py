@@ -50,8 +50,9 @@ class ExtractOptions:
     slice_index: int | None = None
     augment_views: int = 0
     augment_seed: int = 0
-    val_split: float | None = field(default=None, repr=False)
-    test_split: float | None = field(default=None, repr=False)
+    # deprecated spellings, accepted from Python only (the CLI has its own aliases)
+    val_split: float | None = field(default=None, repr=False, metadata={"deprecated": True})
+    test_split: float | None = field(default=None, repr=False, metadata={"deprecated": True})
 
     def __post_init__(self):
         for old, new in (("val_split", "val_fraction"), ("test_split", "test_fraction")):
