@@ -309,17 +309,17 @@ def _add_head_flags(p: argparse.ArgumentParser) -> None:
                    help="rows shuffled together per window (default: about 64 MiB of rows)")
 
 
-def _head_options(args):
-    from .heads import HeadOptions
+_HEAD_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate", "early_stopping", "patience",
+                "class_weight", "label_smoothing", "units", "dropout", "l2", "C", "alpha", "neighbors",
+                "trees", "scale", "pca", "search", "cv", "spatial", "shuffle_window", "seed")
 
-    return HeadOptions(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-        learning_rate=args.learning_rate, early_stopping=args.early_stopping,
-        patience=args.patience, class_weight=args.class_weight,
-        label_smoothing=args.label_smoothing, units=args.units, dropout=args.dropout, l2=args.l2,
-        C=args.C, alpha=args.alpha, neighbors=args.neighbors, trees=args.trees, scale=args.scale,
-        pca=args.pca, search=args.search, cv=args.cv, spatial=args.spatial,
-        shuffle_window=args.shuffle_window, seed=args.seed)
+
+def _head_options(args) -> dict:
+    """The head parameters given on the command line (a flag left at its default is not given)."""
+    defaults = argparse.ArgumentParser()
+    _add_head_flags(defaults)
+    unset = vars(defaults.parse_args([]))
+    return {k: getattr(args, k) for k in _HEAD_PARAMS if getattr(args, k) != unset[k]}
 
 
 def _cmd_train_head(args) -> int:
@@ -327,7 +327,7 @@ def _cmd_train_head(args) -> int:
     from .train import train_head
 
     with _stdout_for_json(args.json):
-        summary = train_head(args.cache, args.model, args.out, _head_options(args),
+        summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
                              train_split=args.train_split, val_split=args.val_split,
                              max_memory=args.max_memory,
                              progress=False if (args.quiet or args.json) else None)
