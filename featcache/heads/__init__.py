@@ -72,7 +72,7 @@ HEADS: dict[str, HeadSpec] = {
                            search_grid=("C", (0.001, 0.01, 0.1, 1.0))),
     "sgd": _sklearn("logistic regression by SGD (partial_fit: trains out of core)",
                     "sklearn.linear_model.SGDClassifier", streamable=True, exportable=True,
-                    alpha=1e-3, scale=True, epochs=20, partial_fit=True,
+                    alpha=1e-3, scale=True, epochs=20, incremental=True,
                     estimator_params={"loss": "log_loss"},
                     search_grid=("alpha", (1e-5, 1e-4, 1e-3, 1e-2))),
     "ridge": _sklearn("ridge classifier", "sklearn.linear_model.RidgeClassifier", exportable=True,

@@ -160,7 +160,8 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         Raises:
             NotFittedError: before fit.
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        scores = self.predict_proba(X)  # first: raises NotFittedError before fit
+        return self.classes_[np.argmax(scores, axis=1)]
 
     @property
     def class_names(self) -> list[str]:

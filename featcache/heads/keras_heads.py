@@ -104,6 +104,11 @@ class KerasHead(HeadBase):
     def can_stream(self) -> bool:
         return True
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = not self.binary  # one sigmoid unit: two classes only
+        return tags
+
     def fit(self, X, y, validation_data=None, progress: bool | None = None):
         """Train on arrays.
 
@@ -135,8 +140,9 @@ class KerasHead(HeadBase):
         if self.binary and n_classes != 2:
             raise ParameterError(
                 "output", self.output,
-                f"head '{self.name}' has one sigmoid unit, for two classes; this data has "
-                f"{n_classes}. Use linear, dense256, dense512 or mlp.")
+                f"Only binary classification is supported. Head '{self.name}' has one sigmoid "
+                f"unit, for two classes; this data has {n_classes}. Use linear, dense256, dense512 "
+                "or mlp.")
         check_optimizer(self.optimizer)
         for key in ("epochs", "batch_size"):
             if int(getattr(self, key)) < 1:

@@ -3,7 +3,7 @@
 The fitted model is a Pipeline: optional standardisation, optional PCA, the
 classifier. `search=True` cross-validates the entry's `search_grid` (one
 classifier parameter) with GridSearchCV, its folds run in parallel through
-joblib. With `partial_fit=True` (the `sgd` entry) the classifier trains by
+joblib. With `incremental=True` (the `sgd` entry) the classifier trains by
 `partial_fit` over the same shuffled schedule as the Keras heads, so it also
 trains from caches streamed from disk; the others need the features in memory.
 
@@ -68,18 +68,18 @@ class SklearnHead(HeadBase):
         cv: folds for `search`.
         class_weight: None or "balanced".
         spatial: how (H, W, C) rows are reduced: "flatten", "avg" or "max".
-        partial_fit: train by partial_fit over the shuffled schedule
+        incremental: train by partial_fit over the shuffled schedule
             (unless search or pca is set).
-        epochs, batch_size, shuffle_window: that schedule (partial_fit only).
+        epochs, batch_size, shuffle_window: that schedule (incremental only).
         seed: the classifier's random_state (where it has one), PCA's and the folds'.
     """
 
-    STRUCTURAL = ("name", "estimator", "estimator_params", "search_grid", "partial_fit")
+    STRUCTURAL = ("name", "estimator", "estimator_params", "search_grid", "incremental")
 
     def __init__(self, name="sklearn", estimator="sklearn.linear_model.LogisticRegression",
                  estimator_params=None, C=None, alpha=None, neighbors=None, trees=None, scale=False,
                  pca=None, search=False, search_grid=None, cv=5, class_weight=None, spatial="avg",
-                 partial_fit=False, epochs=None, batch_size=32, shuffle_window=None, seed=0):
+                 incremental=False, epochs=None, batch_size=32, shuffle_window=None, seed=0):
         self.name = name
         self.estimator = estimator
         self.estimator_params = estimator_params
@@ -94,7 +94,7 @@ class SklearnHead(HeadBase):
         self.cv = cv
         self.class_weight = class_weight
         self.spatial = spatial
-        self.partial_fit = partial_fit
+        self.incremental = incremental
         self.epochs = epochs
         self.batch_size = batch_size
         self.shuffle_window = shuffle_window
@@ -104,7 +104,7 @@ class SklearnHead(HeadBase):
     def head_params(cls, params: dict) -> list[str]:
         """User-facing parameters that apply: C, alpha, neighbors, trees and class_weight
         only where the classifier takes them, epochs, batch_size and shuffle_window only
-        with partial_fit."""
+        with incremental."""
         accepted = _estimator_param_names(params.get("estimator", cls().estimator))
         names = []
         for name in cls._get_param_names():
@@ -112,14 +112,14 @@ class SklearnHead(HeadBase):
                 continue
             if name in ESTIMATOR_PARAMS and ESTIMATOR_PARAMS[name] not in accepted:
                 continue
-            if name in _PARTIAL_FIT_ONLY and not params.get("partial_fit"):
+            if name in _PARTIAL_FIT_ONLY and not params.get("incremental"):
                 continue
             names.append(name)
         return names
 
     @property
     def _by_partial_fit(self) -> bool:
-        return bool(self.partial_fit) and not (self.search or self.pca)
+        return bool(self.incremental) and not (self.search or self.pca)
 
     def can_stream(self) -> bool:
         return self._by_partial_fit
@@ -171,7 +171,7 @@ class SklearnHead(HeadBase):
             return self._fit_by_partial_fit(train)
         if not train.in_memory:
             raise UsageError(
-                f"Head '{self.name}'" + (" with search or pca" if self.partial_fit else "")
+                f"Head '{self.name}'" + (" with search or pca" if self.incremental else "")
                 + f" needs the training features in memory; use {param('model')}=sgd or a Keras "
                 f"head to train from disk, or raise {param('max_memory')}.")
         X, y = self._inputs(train.all_features()), train.labels
