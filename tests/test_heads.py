@@ -328,3 +328,15 @@ def test_heads_pass_scikit_learn_estimator_checks(estimator, check):
 @_estimator_check_params(lambda estimator, check: not _fast(estimator, check))
 def test_keras_heads_pass_the_full_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_in_memory_only_heads_refuse_a_streamed_split(mobilenet_cache):
+    from featcache.heads import create_head
+    from featcache.heads.feed import FeatureSplit
+
+    train = FeatureSplit(featcache.FeatureCache(mobilenet_cache("tiny_flowers5")), "train", False)
+    try:
+        with pytest.raises(UsageError, match="Head 'logreg' needs the training features in memory"):
+            create_head("logreg").fit_cache(train)
+    finally:
+        train.close()

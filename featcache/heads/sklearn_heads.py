@@ -179,7 +179,7 @@ class SklearnHead(HeadBase):
             return self._pipeline().fit(X, y), {}, None, {}
         from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
-        param, grid = self.search_grid
+        searched, grid = self.search_grid
         grid = list(grid)
         folds = min(int(self.cv), int(np.bincount(y).min()))
         if folds < 2:
@@ -192,11 +192,11 @@ class SklearnHead(HeadBase):
             cv = StratifiedGroupKFold(folds, shuffle=True, random_state=self.seed)
         else:
             cv = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
-        search = GridSearchCV(self._pipeline(), {f"clf__{param}": grid}, n_jobs=-1, cv=cv)
+        search = GridSearchCV(self._pipeline(), {f"clf__{searched}": grid}, n_jobs=-1, cv=cv)
         search.fit(X, y, groups=groups)
         return search.best_estimator_, {}, None, {"search": {
-            "param": param, "grid": grid, "folds": folds,
-            "best": search.best_params_[f"clf__{param}"],
+            "param": searched, "grid": grid, "folds": folds,
+            "best": search.best_params_[f"clf__{searched}"],
             "mean_cv_accuracy": [float(v) for v in search.cv_results_["mean_test_score"]],
         }}
 
