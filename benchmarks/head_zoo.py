@@ -28,7 +28,7 @@ from common import RESULTS, machine, machine_line, markdown_table, median, share
 import featcache  # noqa: E402
 from featcache.artifacts import load_head  # noqa: E402
 from featcache.extract import ExtractOptions, extract  # noqa: E402
-from featcache.heads import HeadOptions, list_heads  # noqa: E402
+from featcache.heads import list_heads  # noqa: E402
 from featcache.train import train_head  # noqa: E402
 
 
@@ -79,7 +79,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for run in range(args.runs):
                     summary = train_head(cache, name, os.path.join(tmp, f"{name}-{run}"),
-                                         HeadOptions(), progress=False)
+                                         progress=False)
                     seconds.append(summary.seconds)
                     accuracy = summary.val_accuracy
                 head, config, _ = load_head(summary.out)

@@ -3,7 +3,7 @@
 Layout of a head folder::
 
     model.keras | model.joblib   the head (Keras heads | scikit-learn heads)
-    config.json                  head name, resolved options, classes, feature
+    config.json                  head name and parameters, classes, feature
                                  shape, the model file's sha256, the cache it
                                  was trained on and how to rebuild its backbone
     fingerprint.json             the cache fingerprint (what shaped the features)
@@ -24,7 +24,7 @@ import time
 from ._version import __version__
 from .errors import CacheError, UsageError
 from .fileio import read_json, sha256_file, write_json_atomic
-from .heads import Head, HeadOptions, create_head, get_head_spec
+from .heads import canonical_name, create_head, get_head_spec, head_params
 
 CONFIG_FILE = "config.json"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -69,23 +69,60 @@ def prepare_out_folder(out: str) -> str:
     return out
 
 
-def write_head(folder: str, head: Head, cache, training: dict) -> dict:
+def head_config_params(head) -> dict:
+    """The parameters of a head that apply to it, as JSON (tuples become lists)."""
+    def plain(value):
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    values = head.get_params(deep=False)
+    keep = set(head_params(head.name, values)) | (set(type(head).STRUCTURAL) - {"name"})
+    return {k: plain(v) for k, v in values.items() if k in keep}
+
+
+def _from_json(value):
+    """JSON lists back to tuples (units, search_grid), dicts kept."""
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
+def params_from_config(config: dict) -> dict:
+    """create_head parameters from a config.json, this format's or the old one's.
+
+    The old format recorded every field of the old HeadOptions under "options",
+    unset ones as None and options the head ignored too; only those that apply
+    to the head are kept (units only for mlp, which alone used it).
+    """
+    if "params" in config:
+        return {k: _from_json(v) for k, v in config["params"].items()}
+    name = canonical_name(config["head"])
+    options = {k: _from_json(v) for k, v in (config.get("options") or {}).items() if v is not None}
+    if name != "mlp":
+        options.pop("units", None)
+    applies = set(head_params(name, options))
+    return {k: v for k, v in options.items() if k in applies}
+
+
+def write_head(folder: str, head, cache, training: dict) -> dict:
     """Save the model, config.json and fingerprint.json; returns the config."""
     model_file = head.save(folder)
     digest = sha256_file(os.path.join(folder, model_file))
-    if head.spec.kind == "sklearn":
+    kind = get_head_spec(head.name).kind
+    if kind == "sklearn":
         _remember(digest)
     manifest = cache.manifest
     config = {
         "featcache_head": HEAD_FORMAT,
         "featcache_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "head": head.spec.name,
-        "kind": head.spec.kind,
-        "options": head.options.to_json(),
-        "spatial": head.spatial,
+        "head": head.name,
+        "kind": kind,
+        "params": head_config_params(head),
+        "spatial": head.spatial_,
         "class_names": head.class_names,
-        "feature_shape": list(head.feature_shape),
+        "feature_shape": list(head.feature_shape_),
         "model_file": model_file,
         "model_sha256": digest,
         "cache": {"path": cache.path, "fingerprint_hash": cache.fingerprint_hash},
@@ -117,8 +154,11 @@ def read_head_files(folder: str) -> tuple[dict, dict]:
     return config, fingerprint
 
 
-def load_head(folder: str, trust: bool = False) -> tuple[Head, dict, dict]:
+def load_head(folder: str, trust: bool = False) -> tuple[object, dict, dict]:
     """Load a trained head with its config and fingerprint.
+
+    The estimator is recreated with `create_head(name, **params)` and its
+    fitted state restored (classes_, feature_shape_, spatial_, model_...).
 
     Raises:
         UsageError: not a head folder, or a model file featcache cannot vouch for.
@@ -129,8 +169,7 @@ def load_head(folder: str, trust: bool = False) -> tuple[Head, dict, dict]:
         raise UsageError(f"--model {folder} is a fine-tuned model (backbone and head together); "
                          "this command needs a head folder from featcache train-head.")
     spec = get_head_spec(config["head"])
-    options = HeadOptions.from_json(config["options"])
-    head = create_head(spec.name, options, config["class_names"], tuple(config["feature_shape"]))
+    head = create_head(config["head"], **params_from_config(config))
     model_path = os.path.join(folder, config["model_file"])
     if not os.path.isfile(model_path):
         raise UsageError(f"--model {folder}: {config['model_file']} is missing.")
@@ -144,7 +183,10 @@ def load_head(folder: str, trust: bool = False) -> tuple[Head, dict, dict]:
             raise UsageError(
                 f"{model_path} is a pickle that featcache did not write for this user; loading a "
                 "pickle can run arbitrary code. If you trust its source, pass --trust.")
-    head.load(folder, config["model_file"])
+    history_path = os.path.join(folder, HISTORY_FILE)
+    history = read_json(history_path) if os.path.isfile(history_path) else {}
+    head.restore(model_path, config["class_names"], tuple(config["feature_shape"]),
+                 config.get("spatial", "none"), history, config.get("training"))
     return head, config, fingerprint
 
 

@@ -385,17 +385,14 @@ def _add_head_flags(p: argparse.ArgumentParser) -> None:
                    help="rows shuffled together per window (default: about 64 MiB of rows)")
 
 
-def _head_options(args):
-    from .heads import HeadOptions
+_HEAD_PARAMS = ("epochs", "batch_size", "optimizer", "learning_rate", "early_stopping", "patience",
+                "class_weight", "label_smoothing", "units", "dropout", "l2", "C", "alpha", "neighbors",
+                "trees", "scale", "pca", "search", "cv", "spatial", "shuffle_window", "seed")
 
-    return HeadOptions(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-        learning_rate=args.learning_rate, early_stopping=args.early_stopping,
-        patience=args.patience, class_weight=args.class_weight,
-        label_smoothing=args.label_smoothing, units=args.units, dropout=args.dropout, l2=args.l2,
-        C=args.C, alpha=args.alpha, neighbors=args.neighbors, trees=args.trees, scale=args.scale,
-        pca=args.pca, search=args.search, cv=args.cv, spatial=args.spatial,
-        shuffle_window=args.shuffle_window, seed=args.seed)
+
+def _head_options(args) -> dict:
+    """The head parameters given on the command line (every head flag parses to None when not given)."""
+    return {k: getattr(args, k) for k in _HEAD_PARAMS if getattr(args, k, None) is not None}
 
 
 def _cmd_train_head(args) -> int:
@@ -403,7 +400,7 @@ def _cmd_train_head(args) -> int:
     from .train import train_head
 
     with _stdout_for_json(args.json):
-        summary = train_head(args.cache, args.model, args.out, _head_options(args),
+        summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
                              train_split=args.train_split, val_split=args.val_split,
                              max_memory=args.max_memory,
                              progress=False if (args.quiet or args.json) else None)
@@ -412,22 +409,6 @@ def _cmd_train_head(args) -> int:
     elif not args.quiet:
         print(train_summary(summary))
     return 0
-
-
-def _train_head_with_defaults(args) -> int:
-    """Interim handler of train-head: head flags not given take the `HeadOptions` defaults.
-
-    Every head flag parses to None when not given, so the rewritten heads can
-    tell given from not given; until `_cmd_train_head` passes only the given
-    ones, this fills in the defaults `HeadOptions` needs. Delete it (and point
-    `COMMANDS["train-head"]` at `_cmd_train_head`) when that lands.
-    """
-    from .heads import HeadOptions
-
-    for f in dataclasses.fields(HeadOptions):
-        if getattr(args, f.name, None) is None:
-            setattr(args, f.name, f.default)
-    return _cmd_train_head(args)
 
 
 # ---------------------------------------------------------------- evaluate / predict / export
@@ -592,7 +573,7 @@ COMMANDS: dict[str, Command] = {
     "backbones": Command(_add_backbones_flags, _cmd_backbones, "list the backbones featcache knows"),
     "layers": Command(_add_layers_flags, _cmd_layers, "list a backbone's layers, for --layer"),
     "train-head": Command(
-        _add_train_head_flags, _train_head_with_defaults,
+        _add_train_head_flags, _cmd_train_head,
         "train a head on cached features",
         "Train a Keras or scikit-learn head on a cache and write the model, metrics, history "
         "and plots to --out."),

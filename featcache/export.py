@@ -43,8 +43,8 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
         keras = import_keras()
         feature_model = backbone.extractor.model
         model = keras.Model(feature_model.input, head_model(feature_model.output),
-                            name=f"featcache_{backbone.extractor.spec.name}_{head.spec.name}")
-        class_names, head_name = head.class_names, head.spec.name
+                            name=f"featcache_{backbone.extractor.spec.name}_{head.name}")
+        class_names, head_name = head.class_names, head.name
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     model.save(out_file)
     info = {

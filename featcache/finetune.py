@@ -29,6 +29,7 @@ from .artifacts import (
     HISTORY_FILE,
     METRICS_FILE,
     load_head,
+    params_from_config,
     prepare_out_folder,
     read_head_files,
 )
@@ -36,7 +37,7 @@ from .dataset import load_dataset
 from .fingerprint import check_same
 from .errors import ParameterError, UsageError, param
 from .fileio import read_json, sha256_file, write_json_atomic
-from .heads.base import class_weights
+from .heads.base import check_optimizer, class_weights, epoch_bar, make_optimizer
 from .metrics import classification_metrics
 from .pipeline import Item
 
@@ -45,7 +46,6 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
 AUGMENTATIONS = ("flip", "rotation", "zoom", "translation")
 DEFAULT_AUGMENT = "flip,rotation=0.1,zoom=0.1,translation=0.1"
-LEARNING_RATES = {"adam": 1e-5, "sgd": 1e-4, "rmsprop": 1e-5}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class FinetuneOptions:
     epochs: int = 5
     batch_size: int = 32
     optimizer: str = "adam"
-    learning_rate: float | None = None
+    learning_rate: float | None = None  # None: OPTIMIZERS[optimizer]["finetune"]
     early_stopping: bool = True
     patience: int = 3
     augment: str | None = DEFAULT_AUGMENT
@@ -82,9 +82,7 @@ class FinetuneOptions:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ParameterError(name, getattr(self, name), "must be at least 1.")
-        if self.optimizer not in LEARNING_RATES:
-            raise ParameterError("optimizer", self.optimizer,
-                                 f"allowed values are {', '.join(LEARNING_RATES)}.")
+        check_optimizer(self.optimizer)
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ParameterError(name, getattr(self, name), "must be a fraction in [0, 1).")
@@ -175,10 +173,7 @@ def build_model(extractor, head_model, options: FinetuneOptions):
         outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities_f32")(outputs)
     model = keras.Model(inputs, outputs, name=f"finetuned_{extractor.spec.name}")
     trainable = set_trainable(extractor.backbone, options.unfreeze_top, options.unfreeze_from)
-    lr = options.learning_rate or LEARNING_RATES[options.optimizer]
-    optimizer = {"adam": lambda: keras.optimizers.Adam(lr),
-                 "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
-                 "rmsprop": lambda: keras.optimizers.RMSprop(lr)}[options.optimizer]()
+    optimizer = make_optimizer(keras, options.optimizer, options.learning_rate, phase="finetune")
     # compiled after the trainable flags are set, so the optimizer sees exactly those weights
     model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(),
                   metrics=["accuracy"])
@@ -322,7 +317,6 @@ def finetune(data: str, head_dir: str, out: str, options: FinetuneOptions | None
 
 
 def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> FinetuneSummary:
-    from .heads.keras_heads import _epoch_bar
     from .predict import backbone_for_head
 
     options, head = setup.options, setup.head
@@ -354,7 +348,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
                 if val_items else None)
     callbacks = [_checkpoint_callback(keras, setup.checkpoint, state, options.patience,
                                       options.early_stopping),
-                 _epoch_bar(keras, options.epochs - first, progress)]
+                 epoch_bar(keras, options.epochs - first, progress, desc="fine-tune")]
     stopped = options.early_stopping and val_feed is not None and state["wait"] >= options.patience
     started = time.perf_counter()
     if first < options.epochs and not stopped:
@@ -385,10 +379,10 @@ def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) 
     config = {
         "featcache_head": 1, "featcache_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "kind": "finetuned", "head": head.spec.name, "class_names": head.class_names,
+        "kind": "finetuned", "head": head.name, "class_names": head.class_names,
         "model_file": MODEL_FILE, "model_sha256": sha256_file(os.path.join(out, MODEL_FILE)),
-        "feature_shape": list(head.feature_shape), "spatial": head.spatial,
-        "options": setup.head_config["options"], "backbone": setup.head_config.get("backbone", {}),
+        "feature_shape": list(head.feature_shape_), "spatial": head.spatial_,
+        "params": params_from_config(setup.head_config), "backbone": setup.head_config.get("backbone", {}),
         "cache": setup.head_config.get("cache", {}), "source_head": os.path.abspath(setup.head_dir),
         "finetune": {**asdict(setup.options), "trainable_layers": state["trainable_layers"],
                      "head_epochs": head_epochs, "epochs_done": state["epochs_done"],

@@ -24,12 +24,12 @@ from .artifacts import (
     read_head_files,
     write_head,
 )
-from .errors import CacheError, UsageError
+from .errors import CacheError, UsageError, param
 from .fileio import write_json_atomic
 from .fingerprint import check_same
-from .heads import HeadOptions, create_head, get_head_spec
+from .heads import create_head
+from .heads.feed import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
 from .metrics import classification_metrics
-from .reader import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
 from .cache import FeatureCache
 
 
@@ -67,28 +67,29 @@ def predict_split(head, data: FeatureSplit, batch_size: int = 512) -> np.ndarray
 
 
 def _plan_memory(cache: FeatureCache, train_split: str, val_split: str | None, budget: int,
-                 spec, options: HeadOptions) -> bool:
+                 head) -> bool:
     """Whether to hold the features in memory; refuses what cannot work under the budget."""
     row = 4 * int(np.prod(cache.feature_shape))
     need = row * (cache.splits[train_split] + (cache.splits.get(val_split, 0) if val_split else 0))
     if need <= budget:
         return True
-    if not spec.streamable or (spec.name == "sgd" and (options.search or options.pca)):
+    if not head.can_stream():
         raise UsageError(
-            f"--model {spec.name} needs the features in memory ({human_size(need)} as float32) "
-            f"but --max-memory is {human_size(budget)}. Raise --max-memory, or use --model sgd "
-            "or a Keras head, which train from disk.")
+            f"{param('model')}={head.name} needs the features in memory ({human_size(need)} as "
+            f"float32) but {param('max_memory')} is {human_size(budget)}. Raise {param('max_memory')}, "
+            f"or use {param('model')}=sgd or a Keras head, which train from disk.")
     # streaming keeps two windows of the training split and two of the validation split
     windows = 4 if val_split else 2
-    need = windows * row * window_rows_for(row, options.batch_size, options.shuffle_window)
+    need = windows * row * window_rows_for(row, head.batch_size, head.shuffle_window)
     if need > budget:
         raise UsageError(
-            f"--max-memory {human_size(budget)} cannot hold {windows} shuffle windows "
-            f"({human_size(need)}); raise it or lower --shuffle-window and --batch-size.")
+            f"{param('max_memory')}={human_size(budget)} cannot hold {windows} shuffle windows "
+            f"({human_size(need)}); raise it or lower {param('shuffle_window')} and "
+            f"{param('batch_size')}.")
     return False
 
 
-def train_head(cache_path: str, model: str, out: str, options: HeadOptions | None = None,
+def train_head(cache_path: str, model: str, out: str, params: dict | None = None,
                train_split: str = "train", val_split: str | None = "val",
                max_memory: str | int | None = None, progress: bool | None = None) -> TrainSummary:
     """Train head `model` on `cache_path` and write it to `out`.
@@ -97,7 +98,8 @@ def train_head(cache_path: str, model: str, out: str, options: HeadOptions | Non
         cache_path: a finished cache.
         model: head name (see `featcache.heads.list_heads`).
         out: folder for the head's files.
-        options: head options (defaults per head).
+        params: head parameters the user set, e.g. {"epochs": 10}; None values and
+            missing ones take the head's defaults (see `featcache.heads.create_head`).
         train_split: split to train on.
         val_split: split for early stopping and metrics; None or missing: train only.
         max_memory: memory budget for features, e.g. "2GB" (default: half of RAM).
@@ -106,8 +108,7 @@ def train_head(cache_path: str, model: str, out: str, options: HeadOptions | Non
     Raises:
         FeatcacheError subclasses with one-line messages.
     """
-    options = options or HeadOptions()
-    spec = get_head_spec(model)
+    head = create_head(model, **(params or {}))
     cache = FeatureCache(cache_path)
     if train_split not in cache.splits:
         raise CacheError(f"{cache_path}: no '{train_split}' split to train on "
@@ -118,15 +119,14 @@ def train_head(cache_path: str, model: str, out: str, options: HeadOptions | Non
         raise UsageError(f"{cache_path}: only one class ({cache.class_names[0]}); "
                          "a classifier needs at least two.")
     budget = parse_size(max_memory) or default_memory_budget()
-    head = create_head(spec.name, options, cache.class_names, cache.feature_shape)
-    head.progress = progress
-    in_memory = _plan_memory(cache, train_split, val_split, budget, spec, head.options)
+    head.check_params(len(cache.class_names), cache.feature_shape)
+    in_memory = _plan_memory(cache, train_split, val_split, budget, head)
     out = prepare_out_folder(out)
     train = FeatureSplit(cache, train_split, in_memory)
     val = FeatureSplit(cache, val_split, in_memory) if val_split else None
     try:
         start = time.perf_counter()
-        fit = head.fit(train, val)
+        head.fit_cache(train, val, progress=progress)
         seconds = time.perf_counter() - start
         train_scores = predict_split(head, train)
         scored = val if val is not None else train
@@ -141,26 +141,26 @@ def train_head(cache_path: str, model: str, out: str, options: HeadOptions | Non
     training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train_split,
                 "val_split": val_split, "train_rows": train.n_rows,
                 "val_rows": val.n_rows if val is not None else 0,
-                "best_epoch": fit.best_epoch, **fit.notes}
+                "best_epoch": head.best_epoch_, **head.notes_}
     config = write_head(out, head, cache, training)
     write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
-    write_json_atomic(os.path.join(out, HISTORY_FILE), fit.history)
+    write_json_atomic(os.path.join(out, HISTORY_FILE), head.history_)
     files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
-    files += _plots(out, head.spec.name, fit, metrics, cache.class_names)
+    files += _plots(out, head.name, head, metrics, cache.class_names)
     return TrainSummary(
-        out=out, head=spec.name,
+        out=out, head=head.name,
         val_accuracy=metrics["accuracy"] if val is not None else None,
         train_accuracy=train_accuracy, seconds=seconds, in_memory=in_memory,
         train_rows=train.n_rows, val_rows=val.n_rows if val is not None else 0,
-        metrics=metrics, files=files, notes={**fit.notes, "best_epoch": fit.best_epoch})
+        metrics=metrics, files=files, notes={**head.notes_, "best_epoch": head.best_epoch_})
 
 
-def _plots(out: str, name: str, fit, metrics: dict, class_names: list[str]) -> list[str]:
+def _plots(out: str, name: str, head, metrics: dict, class_names: list[str]) -> list[str]:
     from .plots import plot_confusion, plot_history
 
     written = []
-    if plot_history(fit.history, os.path.join(out, "history.png"), f"{name} head",
-                    best_epoch=fit.best_epoch):
+    if plot_history(head.history_, os.path.join(out, "history.png"), f"{name} head",
+                    best_epoch=head.best_epoch_):
         written.append("history.png")
     plot_confusion(metrics["confusion_matrix"], class_names, os.path.join(out, "confusion_matrix.png"),
                    f"{name}: {metrics['split']} accuracy {metrics['accuracy']:.3f}")

@@ -10,7 +10,6 @@ import featcache
 from featcache.augment_views import AugmentSpec
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
-from featcache.heads import HeadOptions
 from featcache.cache import FeatureCache
 from featcache.train import train_head
 
@@ -49,7 +48,7 @@ def test_views_are_stored_for_train_only_and_repeat_with_the_seed(mobilenet96, d
         run(mobilenet96, data, tmp_path / "v", augment_views=3, augment_seed=5)
     # a head cross-validates with each image's views kept in one fold
     head = train_head(summary.cache, "logreg", str(tmp_path / "head"),
-                      HeadOptions(search=True, cv=2), progress=False)
+                      {"search": True, "cv": 2}, progress=False)
     assert head.train_rows == 48 and head.val_rows == 8
 
 

@@ -16,7 +16,6 @@ from conftest import REPO, run_cli
 from featcache.errors import UsageError
 from featcache.export import export_model
 from featcache.finetune import FinetuneOptions, finetune, parse_augment
-from featcache.heads import HeadOptions
 from featcache.predict import predict_images
 from featcache.train import evaluate, train_head
 
@@ -33,7 +32,7 @@ def small_head(mobilenet_cache, weights_dir, tmp_path_factory):
             cache = mobilenet_cache(dataset, image_size=SIZE,
                                     weights=str(weights_dir / "mobilenet_1_0_224_tf_no_top.h5"))
             out = tmp_path_factory.mktemp(f"head-{dataset}-{head}")
-            train_head(cache, head, str(out), HeadOptions(epochs=3), progress=False)
+            train_head(cache, head, str(out), {"epochs": 3}, progress=False)
             made[(dataset, head)] = (cache, str(out))
         return made[(dataset, head)]
 

@@ -10,7 +10,6 @@ from conftest import make_folder
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
 from featcache.finetune import FinetuneOptions, finetune
-from featcache.heads import HeadOptions
 from featcache.train import evaluate, train_head
 
 
@@ -18,7 +17,7 @@ def head_for(tmp_path, name, data, **kw):
     cache = extract(ExtractOptions(data=str(data), out=str(tmp_path / f"c-{name}"), backbone="mobilenet",
                                    weights="none", progress=False, **kw)).cache
     out = tmp_path / f"h-{name}"
-    train_head(cache, "linear", str(out), HeadOptions(epochs=1), progress=False)
+    train_head(cache, "linear", str(out), {"epochs": 1}, progress=False)
     return cache, str(out)
 
 

@@ -10,7 +10,6 @@ from conftest import make_folder
 from featcache.cli import main
 from featcache.extract import ExtractOptions, extract
 from featcache.fileio import sha256_file
-from featcache.heads import HeadOptions
 from featcache.train import train_head
 from reliability_util import assert_one_line_error
 
@@ -24,7 +23,7 @@ def small_cache(tmp_path):
 def test_tampered_or_unknown_pickles_are_refused(tmp_path, capsys, monkeypatch):
     cache = small_cache(tmp_path)
     head = tmp_path / "h"
-    train_head(cache, "logreg", str(head), HeadOptions(), progress=False)
+    train_head(cache, "logreg", str(head), progress=False)
     assert main(["evaluate", "--model", str(head), "--cache", cache, "--json"]) == 0
     capsys.readouterr()
     monkeypatch.setenv("FEATCACHE_TRUST_STORE", str(tmp_path / "other-user.txt"))
@@ -43,7 +42,7 @@ def test_keras_model_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path, capsy
 
     cache = small_cache(tmp_path)
     head = tmp_path / "h"
-    train_head(cache, "linear", str(head), HeadOptions(epochs=1), progress=False)
+    train_head(cache, "linear", str(head), {"epochs": 1}, progress=False)
     inputs = keras.Input((1024,))
     outputs = keras.layers.Lambda(lambda x: keras.ops.softmax(x[:, :2]))(inputs)
     keras.Model(inputs, outputs).save(head / "model.keras")

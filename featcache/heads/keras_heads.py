@@ -1,11 +1,10 @@
-"""Keras heads: small dense networks trained on cached features.
+"""`KerasHead`: a small dense network trained on cached features.
 
-`linear` (softmax regression), `dense256` (Dense 256 relu, Dropout 0.5, as
-in the VGG16 tutorial), `dense512` (global average pooling, Dense 512 relu,
-Dropout 0.5, as in the NASNet tutorial), `sigmoid` (one unit, binary, as in
-the cats-vs-dogs tutorial) and a configurable `mlp`. They train from the
-shuffled schedule of `featcache.reader`, in memory or streamed, with early
-stopping on validation loss that restores the best weights.
+One class covers every Keras head in the registry; `linear`, `dense256`,
+`dense512`, `sigmoid` and `mlp` differ only in their default parameters. It
+trains from the shuffled schedule of `featcache.heads.feed`, in memory or
+streamed, with early stopping on validation loss that restores the best
+weights.
 """
 
 from __future__ import annotations
@@ -15,12 +14,13 @@ import os
 import numpy as np
 
 from .._keras import import_keras
-from ..errors import UsageError
-from ..reader import Schedule
-from .base import FitResult, Head, class_weights
+from ..errors import ParameterError
+from .base import check_optimizer, class_weights, epoch_bar, make_optimizer
+from .estimator import HeadBase
+from .feed import Schedule
 
 MODEL_FILE = "model.keras"
-OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
+OUTPUTS = ("softmax", "sigmoid")
 
 
 def _make_sequence(keras, schedule: Schedule, n_classes: int, binary: bool,
@@ -51,137 +51,188 @@ def _make_sequence(keras, schedule: Schedule, n_classes: int, binary: bool,
     return Batches()
 
 
-def _epoch_bar(keras, epochs: int, enabled: bool | None):
-    """A Keras callback driving a tqdm bar over epochs (None: only on a terminal)."""
-    from tqdm.auto import tqdm
+class KerasHead(HeadBase):
+    """Dense layers on feature rows, ending in a softmax (or one sigmoid unit).
 
-    bar = tqdm(total=epochs, unit="epoch", desc="train head", leave=False,
-               disable=None if enabled is None else not enabled)
+    Args:
+        name: registry name, used to name the Keras model ("head_<name>").
+        units: hidden Dense layer sizes (relu); () for softmax regression.
+        dropout: dropout after each hidden layer (0: none).
+        l2: L2 weight penalty on the Dense kernels.
+        output: "softmax" (any number of classes) or "sigmoid" (two classes).
+        epochs: most epochs.
+        batch_size: rows per step.
+        optimizer: "adam", "sgd" (momentum 0.9) or "rmsprop".
+        learning_rate: None: the optimizer's default (featcache.heads.base.OPTIMIZERS).
+        early_stopping: with validation data, stop after `patience` epochs without
+            a lower validation loss and keep the best weights.
+        patience: see early_stopping.
+        class_weight: None or "balanced".
+        label_smoothing: for the cross-entropy loss.
+        spatial: how (H, W, C) rows are reduced: "flatten", "avg" or "max".
+        shuffle_window: rows shuffled together (None: about 64 MiB of rows).
+        seed: makes training repeat exactly.
+    """
 
-    class EpochBar(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            shown = ("loss", "accuracy", "val_loss", "val_accuracy")
-            bar.set_postfix({k: f"{v:.3f}" for k, v in (logs or {}).items() if k in shown})
-            bar.update(1)
+    STRUCTURAL = ("name",)
 
-        def on_train_end(self, logs=None):
-            bar.close()
-
-    return EpochBar()
-
-
-class KerasHead(Head):
-    """A Keras head; `model` maps feature rows to class probabilities."""
-
-    model = None
-    progress: bool | None = None
+    def __init__(self, name="keras", units=(256,), dropout=0.5, l2=0.0, output="softmax",
+                 epochs=30, batch_size=32, optimizer="adam", learning_rate=None,
+                 early_stopping=True, patience=5, class_weight=None, label_smoothing=0.0,
+                 spatial="avg", shuffle_window=None, seed=0):
+        self.name = name
+        self.units = units
+        self.dropout = dropout
+        self.l2 = l2
+        self.output = output
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+        self.spatial = spatial
+        self.shuffle_window = shuffle_window
+        self.seed = seed
 
     @property
     def binary(self) -> bool:
-        return self.spec.name == "sigmoid"
+        return self.output == "sigmoid"
 
-    def validate(self) -> None:
-        if self.binary and self.n_classes != 2:
-            raise UsageError(
-                f"--model sigmoid is for two classes; this cache has {self.n_classes}. "
-                "Use linear, dense256, dense512 or mlp.")
-        if self.options.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer {self.options.optimizer}: allowed values are "
-                             f"{', '.join(OPTIMIZERS)}.")
+    def can_stream(self) -> bool:
+        return True
 
-    def build(self):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = not self.binary  # one sigmoid unit: two classes only
+        return tags
+
+    def fit(self, X, y, validation_data=None, progress: bool | None = None):
+        """Train on arrays.
+
+        Args:
+            X: feature rows (N, D) or (N, H, W, C).
+            y: class labels (N,).
+            validation_data: optional (X_val, y_val), for early stopping.
+            progress: show an epoch bar (None: only on a terminal).
+
+        Returns:
+            self, fitted.
+        """
+        from .feed import ArraySplit
+
+        X, labels, classes = self._training_arrays(X, y)
+        val = None
+        if validation_data is not None:
+            from sklearn.utils.validation import check_array
+
+            Xv, yv = validation_data
+            Xv = check_array(Xv, allow_nd=True, dtype="numeric").astype(np.float32, copy=False)
+            self.classes_ = classes  # _label_indices maps onto the training classes
+            val = ArraySplit(Xv, self._label_indices(yv), classes, "validation_data")
+        return self._fit_split(ArraySplit(X, labels, classes, "X"), val, progress, classes)
+
+    def _check_params(self, n_classes, feature_shape) -> None:
+        if self.output not in OUTPUTS:
+            raise ParameterError("output", self.output, f"allowed values are {', '.join(OUTPUTS)}.")
+        if self.binary and n_classes != 2:
+            raise ParameterError(
+                "output", self.output,
+                f"Only binary classification is supported. Head '{self.name}' has one sigmoid "
+                f"unit, for two classes; this data has {n_classes}. Use linear, dense256, dense512 "
+                "or mlp.")
+        check_optimizer(self.optimizer)
+        for key in ("epochs", "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ParameterError(key, getattr(self, key), "must be at least 1.")
+        class_weights(np.zeros(1, dtype=np.int64), 1, self.class_weight)  # checks the mode
+
+    def build(self, n_classes: int | None = None):
+        """The untrained Keras model for the fitted feature shape and classes."""
         keras = import_keras()
-        o = self.options
-        regularizer = keras.regularizers.L2(o.l2) if o.l2 else None
+        n_classes = n_classes or len(self.classes_)
+        regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
         inputs, x = self.keras_input(keras)
-        hidden = {"linear": (), "sigmoid": (), "dense256": (256,), "dense512": (512,),
-                  "mlp": tuple(o.units)}[self.spec.name]
-        for i, units in enumerate(hidden):
-            x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+        for i, units in enumerate(tuple(self.units)):
+            x = keras.layers.Dense(int(units), activation="relu", kernel_regularizer=regularizer,
                                    name=f"dense_{i}")(x)
-            if o.dropout:
-                x = keras.layers.Dropout(o.dropout, name=f"dropout_{i}")(x)
+            if self.dropout:
+                x = keras.layers.Dropout(self.dropout, name=f"dropout_{i}")(x)
         if self.binary:
             outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
         else:
-            outputs = keras.layers.Dense(self.n_classes, activation="softmax",
+            outputs = keras.layers.Dense(n_classes, activation="softmax",
                                          kernel_regularizer=regularizer, name="probabilities")(x)
-        return keras.Model(inputs, outputs, name=f"head_{self.spec.name}")
+        return keras.Model(inputs, outputs, name=f"head_{self.name}")
 
-    def _optimizer(self, keras):
-        o = self.options
-        lr = o.learning_rate or OPTIMIZERS[o.optimizer]
-        if o.optimizer == "sgd":
-            return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-        if o.optimizer == "rmsprop":
-            return keras.optimizers.RMSprop(learning_rate=lr)
-        return keras.optimizers.Adam(learning_rate=lr)
-
-    def fit(self, train, val=None) -> FitResult:
+    def _train(self, train, val, progress):
         keras = import_keras()
-        o = self.options
-        keras.utils.set_random_seed(int(o.seed))
-        self.model = self.build()
+        n_classes = len(self.classes_)
+        keras.utils.set_random_seed(int(self.seed))
+        model = self.build(n_classes)
         if self.binary:
-            loss = keras.losses.BinaryCrossentropy(label_smoothing=o.label_smoothing)
+            loss = keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing)
         else:
-            loss = keras.losses.CategoricalCrossentropy(label_smoothing=o.label_smoothing)
-        self.model.compile(optimizer=self._optimizer(keras), loss=loss, metrics=["accuracy"])
-        weights = class_weights(train.labels, self.n_classes, o.class_weight)
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
+        model.compile(optimizer=make_optimizer(keras, self.optimizer, self.learning_rate),
+                      loss=loss, metrics=["accuracy"])
+        weights = class_weights(train.labels, n_classes, self.class_weight)
         train_batches = _make_sequence(
-            keras, Schedule(train, o.batch_size, o.seed, True, o.shuffle_window),
-            self.n_classes, self.binary, weights)
+            keras, Schedule(train, self.batch_size, self.seed, True, self.shuffle_window),
+            n_classes, self.binary, weights)
         val_batches = None
         if val is not None and val.n_rows:
             val_batches = _make_sequence(
-                keras, Schedule(val, o.batch_size, shuffle=False, window_rows=o.shuffle_window),
-                self.n_classes, self.binary, None)
-        callbacks = [_epoch_bar(keras, o.epochs, self.progress)]
+                keras, Schedule(val, self.batch_size, shuffle=False, window_rows=self.shuffle_window),
+                n_classes, self.binary, None)
+        callbacks = [epoch_bar(keras, self.epochs, progress)]
         stopper = None
-        if val_batches is not None and o.early_stopping:
-            stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=o.patience,
+        if val_batches is not None and self.early_stopping:
+            stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
                                                     restore_best_weights=True)
             callbacks.append(stopper)
-        history = self.model.fit(train_batches, validation_data=val_batches, epochs=o.epochs,
-                                 callbacks=callbacks, verbose=0)
+        history = model.fit(train_batches, validation_data=val_batches, epochs=self.epochs,
+                            callbacks=callbacks, verbose=0)
         hist = {k: [float(v) for v in values] for k, values in history.history.items()}
         best = None
         if "val_loss" in hist:
             best = int(np.argmin(hist["val_loss"])) if stopper is not None else len(hist["val_loss"]) - 1
-        return FitResult(history=hist, best_epoch=best,
-                         notes={"epochs_run": len(hist.get("loss", []))})
+        return model, hist, best, {"epochs_run": len(hist.get("loss", []))}
 
-    def predict_proba(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def _scores(self, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
         # a direct call: for a head this small, model.predict's per-call machinery costs
         # far more than the arithmetic
         keras = import_keras()
-        x = np.asarray(features, dtype=np.float32)
-        parts = [keras.ops.convert_to_numpy(self.model(x[i:i + chunk], training=False))
-                 for i in range(0, len(x), chunk)]
+        parts = [keras.ops.convert_to_numpy(self.model_(X[i:i + chunk], training=False))
+                 for i in range(0, len(X), chunk)]
         probs = (np.concatenate(parts) if parts else np.zeros((0, 1 if self.binary else self.n_classes))
                  ).astype(np.float64)
         if self.binary:
             probs = np.hstack([1.0 - probs, probs])
         return probs
 
-    def save(self, folder: str) -> str:
-        self.model.save(os.path.join(folder, MODEL_FILE))
+    def _save_model(self, folder: str) -> str:
+        self.model_.save(os.path.join(folder, MODEL_FILE))
         return MODEL_FILE
 
-    def load(self, folder: str, file_name: str) -> None:
+    def _load_model(self, path: str):
         from .._keras import load_model_safely
 
-        self.model = load_model_safely(os.path.join(folder, file_name), compile=False)
+        return load_model_safely(path, compile=False)
 
     def to_keras(self):
         """The head as a model ending in an N-class softmax (sigmoid becomes softmax([0, z]))."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
         if not self.binary:
-            return self.model
+            return self.model_
         keras = import_keras()
-        last = self.model.get_layer("probability")
+        last = self.model_.get_layer("probability")
         kernel, bias = last.get_weights()
-        logits_in = last.input
         dense = keras.layers.Dense(2, activation="softmax", name="probabilities")
-        outputs = dense(logits_in)
+        outputs = dense(last.input)
         dense.set_weights([np.hstack([np.zeros_like(kernel), kernel]), np.array([0.0, bias[0]], "float32")])
-        return keras.Model(self.model.inputs, outputs, name=self.model.name)
+        return keras.Model(self.model_.inputs, outputs, name=self.model_.name)

@@ -1,38 +1,36 @@
-"""scikit-learn heads: classic classifiers on cached features.
+"""`SklearnHead`: a scikit-learn classifier, named by dotted path, on cached features.
 
-Each is a scikit-learn Pipeline: optional standardisation, optional PCA, the
-classifier. `--search` cross-validates the classifier's main hyper-parameter
-with GridSearchCV, its folds run in parallel through joblib. `sgd` trains by
+The fitted model is a Pipeline: optional standardisation, optional PCA, the
+classifier. `search=True` cross-validates the entry's `search_grid` (one
+classifier parameter) with GridSearchCV, its folds run in parallel through
+joblib. With `incremental=True` (the `sgd` entry) the classifier trains by
 `partial_fit` over the same shuffled schedule as the Keras heads, so it also
 trains from caches streamed from disk; the others need the features in memory.
 
-Scores: linear heads (logreg, linear-svm, sgd, ridge) give the softmax of
-their decision function (for logistic regression that is exactly its
-probabilities; for the others a monotone score, not a calibrated
-probability). kNN and random forest give `predict_proba`.
+Scores: linear classifiers (those with `coef_`: logreg, linear-svm, sgd,
+ridge) give the softmax of their decision function (for logistic regression
+that is exactly its probabilities; for the others a monotone score, not a
+calibrated probability). Others (kNN, random forest) give `predict_proba`.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+import inspect
 
 import joblib
 import numpy as np
 
-from ..errors import ExportError, UsageError
-from ..reader import Schedule
-from .base import FitResult, Head, class_weights, reduce_spatial
+from ..errors import ExportError, ParameterError, UsageError, param
+from .base import class_weights, reduce_spatial
+from .estimator import HeadBase
+from .feed import Schedule
 
 MODEL_FILE = "model.joblib"
-LINEAR = ("logreg", "linear-svm", "sgd", "ridge")
-SEARCH_GRIDS = {
-    "logreg": ("C", [0.01, 0.1, 1.0, 10.0]),
-    "linear-svm": ("C", [0.001, 0.01, 0.1, 1.0]),
-    "sgd": ("alpha", [1e-5, 1e-4, 1e-3, 1e-2]),
-    "ridge": ("alpha", [0.1, 1.0, 10.0, 100.0]),
-    "knn": ("n_neighbors", [1, 3, 5, 9, 15]),
-    "random-forest": ("max_depth", [None, 8, 16]),
-}
+# featcache's parameter name -> the wrapped estimator's
+ESTIMATOR_PARAMS = {"C": "C", "alpha": "alpha", "neighbors": "n_neighbors", "trees": "n_estimators",
+                    "class_weight": "class_weight"}
+_PARTIAL_FIT_ONLY = ("epochs", "batch_size", "shuffle_window")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -41,115 +39,185 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class SklearnHead(Head):
-    """A scikit-learn Pipeline head."""
+def resolve(path: str):
+    """The object a dotted path names, e.g. "sklearn.linear_model.LogisticRegression"."""
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ParameterError("estimator", path, f"cannot be imported ({exc}).") from None
 
-    model = None
-    progress: bool | None = None
+
+def _estimator_param_names(path: str) -> set[str]:
+    return set(inspect.signature(resolve(path)).parameters)
+
+
+class SklearnHead(HeadBase):
+    """A scikit-learn classifier behind optional scaling and PCA.
+
+    Args:
+        name: registry name, for messages.
+        estimator: dotted path of the classifier class.
+        estimator_params: fixed keyword arguments for it (e.g. max_iter).
+        C, alpha, neighbors, trees: passed to the classifier as C, alpha,
+            n_neighbors, n_estimators (only where it has that parameter).
+        scale: standardise features first.
+        pca: reduce to this many PCA components first (None: no PCA).
+        search: cross-validate `search_grid` instead of using the value given.
+        search_grid: (classifier parameter, values) for `search`.
+        cv: folds for `search`.
+        class_weight: None or "balanced".
+        spatial: how (H, W, C) rows are reduced: "flatten", "avg" or "max".
+        incremental: train by partial_fit over the shuffled schedule
+            (unless search or pca is set).
+        epochs, batch_size, shuffle_window: that schedule (incremental only).
+        seed: the classifier's random_state (where it has one), PCA's and the folds'.
+    """
+
+    STRUCTURAL = ("name", "estimator", "estimator_params", "search_grid", "incremental")
+
+    def __init__(self, name="sklearn", estimator="sklearn.linear_model.LogisticRegression",
+                 estimator_params=None, C=None, alpha=None, neighbors=None, trees=None, scale=False,
+                 pca=None, search=False, search_grid=None, cv=5, class_weight=None, spatial="avg",
+                 incremental=False, epochs=None, batch_size=32, shuffle_window=None, seed=0):
+        self.name = name
+        self.estimator = estimator
+        self.estimator_params = estimator_params
+        self.C = C
+        self.alpha = alpha
+        self.neighbors = neighbors
+        self.trees = trees
+        self.scale = scale
+        self.pca = pca
+        self.search = search
+        self.search_grid = search_grid
+        self.cv = cv
+        self.class_weight = class_weight
+        self.spatial = spatial
+        self.incremental = incremental
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.shuffle_window = shuffle_window
+        self.seed = seed
+
+    @classmethod
+    def head_params(cls, params: dict) -> list[str]:
+        """User-facing parameters that apply: C, alpha, neighbors, trees and class_weight
+        only where the classifier takes them, epochs, batch_size and shuffle_window only
+        with incremental."""
+        accepted = _estimator_param_names(params.get("estimator", cls().estimator))
+        names = []
+        for name in cls._get_param_names():
+            if name in cls.STRUCTURAL:
+                continue
+            if name in ESTIMATOR_PARAMS and ESTIMATOR_PARAMS[name] not in accepted:
+                continue
+            if name in _PARTIAL_FIT_ONLY and not params.get("incremental"):
+                continue
+            names.append(name)
+        return names
+
+    @property
+    def _by_partial_fit(self) -> bool:
+        return bool(self.incremental) and not (self.search or self.pca)
+
+    def can_stream(self) -> bool:
+        return self._by_partial_fit
+
+    def _check_params(self, n_classes, feature_shape) -> None:
+        if self.class_weight not in (None, "balanced"):
+            raise ParameterError("class_weight", self.class_weight, "the only mode is 'balanced'.")
+        if self.search and not self.search_grid:
+            raise ParameterError("search", self.search, f"head '{self.name}' has no search grid.")
+        if self._by_partial_fit and (self.epochs is None or int(self.epochs) < 1):
+            raise ParameterError("epochs", self.epochs, "must be at least 1.")
+        self._classifier()  # raises on parameters the classifier cannot take
 
     def _classifier(self):
-        from sklearn.ensemble import RandomForestClassifier
-        from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
-        from sklearn.neighbors import KNeighborsClassifier
-        from sklearn.svm import LinearSVC
-
-        o = self.options
-        weight = o.class_weight
-        if weight not in (None, "balanced"):
-            raise UsageError(f"--class-weight {weight}: the only mode is 'balanced'.")
-        name = self.spec.name
-        if name == "logreg":
-            return LogisticRegression(C=o.C, max_iter=3000, class_weight=weight)
-        if name == "linear-svm":
-            return LinearSVC(C=o.C, max_iter=5000, class_weight=weight, random_state=o.seed)
-        if name == "sgd":  # partial_fit takes class weights as sample weights instead
-            return SGDClassifier(loss="log_loss", alpha=o.alpha, random_state=o.seed,
-                                 class_weight=weight if (o.search or o.pca) else None)
-        if name == "ridge":
-            return RidgeClassifier(alpha=o.alpha, class_weight=weight)
-        if name == "knn":
-            if weight:
-                raise UsageError("--class-weight does not apply to knn.")
-            return KNeighborsClassifier(n_neighbors=o.neighbors, metric="cosine")
-        if name == "random-forest":
-            return RandomForestClassifier(n_estimators=o.trees, n_jobs=-1, random_state=o.seed,
-                                          class_weight=weight)
-        raise UsageError(f"Unknown scikit-learn head '{name}'.")
-
-    def validate(self) -> None:
-        self._pipeline()  # raises on options this estimator cannot take
+        cls = resolve(self.estimator)
+        accepted = set(inspect.signature(cls).parameters)
+        kwargs = dict(self.estimator_params or {})
+        for ours, theirs in ESTIMATOR_PARAMS.items():
+            value = getattr(self, ours)
+            if value is None:
+                continue
+            if theirs not in accepted:
+                raise ParameterError(ours, value, f"does not apply to head '{self.name}'.")
+            kwargs[theirs] = value
+        if self._by_partial_fit:  # partial_fit takes class weights as sample weights instead
+            kwargs.pop("class_weight", None)
+        if "random_state" in accepted:
+            kwargs["random_state"] = self.seed
+        return cls(**kwargs)
 
     def _pipeline(self):
         from sklearn.decomposition import PCA
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        o = self.options
         steps = []
-        if o.scale:
+        if self.scale:
             steps.append(("scale", StandardScaler()))
-        if o.pca:
-            steps.append(("pca", PCA(n_components=o.pca, random_state=o.seed)))
+        if self.pca:
+            steps.append(("pca", PCA(n_components=self.pca, random_state=self.seed)))
         steps.append(("clf", self._classifier()))
         return Pipeline(steps)
 
     def _inputs(self, features: np.ndarray) -> np.ndarray:
-        return reduce_spatial(np.asarray(features, dtype=np.float32), self.spatial)
+        return reduce_spatial(np.asarray(features, dtype=np.float32), self.spatial_)
 
-    def fit(self, train, val=None) -> FitResult:
-        o = self.options
-        if self.spec.name == "sgd" and not (o.search or o.pca):
+    def _train(self, train, val, progress):
+        if self._by_partial_fit:
             return self._fit_by_partial_fit(train)
         if not train.in_memory:
             raise UsageError(
-                f"--model {self.spec.name}" + (" with --search or --pca" if self.spec.name == "sgd" else "")
-                + " needs the training features in memory; use --model sgd or a Keras head to "
-                "train from disk, or raise --max-memory.")
+                f"Head '{self.name}'" + (" with search or pca" if self.incremental else "")
+                + f" needs the training features in memory; use {param('model')}=sgd or a Keras "
+                f"head to train from disk, or raise {param('max_memory')}.")
         X, y = self._inputs(train.all_features()), train.labels
-        if not o.search:
-            self.model = self._pipeline().fit(X, y)
-            return FitResult()
+        if not self.search:
+            return self._pipeline().fit(X, y), {}, None, {}
         from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
-        param, grid = SEARCH_GRIDS[self.spec.name]
-        folds = min(o.cv, int(np.bincount(y).min()))
+        searched, grid = self.search_grid
+        grid = list(grid)
+        folds = min(int(self.cv), int(np.bincount(y).min()))
         if folds < 2:
-            raise UsageError("--search needs at least 2 training images of every class.")
+            raise ParameterError("search", True, "needs at least 2 training rows of every class.")
         groups = None
         if "augment" in getattr(train.cache, "fingerprint", {}):
             # augmented views of one image stay in one fold: no validating on copies of training rows
             paths = train.cache.index(train.split)[0]
             groups = np.unique(paths, return_inverse=True)[1]
-            cv = StratifiedGroupKFold(folds, shuffle=True, random_state=o.seed)
+            cv = StratifiedGroupKFold(folds, shuffle=True, random_state=self.seed)
         else:
-            cv = StratifiedKFold(folds, shuffle=True, random_state=o.seed)
-        search = GridSearchCV(self._pipeline(), {f"clf__{param}": grid}, n_jobs=-1, cv=cv)
+            cv = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+        search = GridSearchCV(self._pipeline(), {f"clf__{searched}": grid}, n_jobs=-1, cv=cv)
         search.fit(X, y, groups=groups)
-        self.model = search.best_estimator_
-        return FitResult(notes={"search": {
-            "param": param, "grid": grid, "folds": folds,
-            "best": search.best_params_[f"clf__{param}"],
+        return search.best_estimator_, {}, None, {"search": {
+            "param": searched, "grid": grid, "folds": folds,
+            "best": search.best_params_[f"clf__{searched}"],
             "mean_cv_accuracy": [float(v) for v in search.cv_results_["mean_test_score"]],
-        }})
+        }}
 
-    def _fit_by_partial_fit(self, train) -> FitResult:
+    def _fit_by_partial_fit(self, train):
         """SGD over the shuffled schedule: the same model in memory or streamed from disk."""
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        o = self.options
-        batch = o.batch_size
+        batch = self.batch_size
         scaler = None
-        if o.scale:
+        if self.scale:
             scaler = StandardScaler()
-            plain = Schedule(train, batch, shuffle=False, window_rows=o.shuffle_window)
+            plain = Schedule(train, batch, shuffle=False, window_rows=self.shuffle_window)
             for i in range(len(plain)):
                 scaler.partial_fit(self._inputs(plain.batch(i)[0]))
         clf = self._classifier()
-        classes = np.arange(self.n_classes)
-        weights = class_weights(train.labels, self.n_classes, o.class_weight)
-        schedule = Schedule(train, batch, o.seed, True, o.shuffle_window)
-        for _ in range(o.epochs):
+        n_classes = len(self.classes_)
+        classes = np.arange(n_classes)
+        weights = class_weights(train.labels, n_classes, self.class_weight)
+        schedule = Schedule(train, batch, self.seed, True, self.shuffle_window)
+        for _ in range(self.epochs):
             for i in range(len(schedule)):
                 features, labels, _ = schedule.batch(i)
                 X = self._inputs(features)
@@ -157,34 +225,42 @@ class SklearnHead(Head):
                                 classes=classes,
                                 sample_weight=None if weights is None else weights[labels])
             schedule.next_epoch()
-        self.model = Pipeline(([("scale", scaler)] if scaler is not None else []) + [("clf", clf)])
-        return FitResult(notes={"epochs": o.epochs, "streamed": not train.in_memory})
+        model = Pipeline(([("scale", scaler)] if scaler is not None else []) + [("clf", clf)])
+        return model, {}, None, {"epochs": self.epochs, "streamed": not train.in_memory}
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether the fitted classifier is one affine map (it has coef_)."""
+        return hasattr(self.model_.steps[-1][1], "coef_")
 
     def decision(self, features: np.ndarray) -> np.ndarray:
-        scores = self.model.decision_function(self._inputs(features))
+        """Decision values (N, C) of a linear head (two columns for two classes)."""
+        scores = self.model_.decision_function(self._inputs(features))
         if scores.ndim == 1:
             scores = np.stack([np.zeros_like(scores), scores], axis=1)
         return scores
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        if self.spec.name in LINEAR:
-            return _softmax(np.asarray(self.decision(features), dtype=np.float64))
-        probs = np.zeros((len(features), self.n_classes))
-        probs[:, self.model.classes_] = self.model.predict_proba(self._inputs(features))
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        if self.is_linear:
+            return _softmax(np.asarray(self.decision(X), dtype=np.float64))
+        probs = np.zeros((len(X), self.n_classes))
+        probs[:, self.model_.classes_] = self.model_.predict_proba(self._inputs(X))
         return probs
 
-    def save(self, folder: str) -> str:
-        joblib.dump(self.model, os.path.join(folder, MODEL_FILE))
+    def _save_model(self, folder: str) -> str:
+        import os
+
+        joblib.dump(self.model_, os.path.join(folder, MODEL_FILE))
         return MODEL_FILE
 
-    def load(self, folder: str, file_name: str) -> None:
-        self.model = joblib.load(os.path.join(folder, file_name))
+    def _load_model(self, path: str):
+        return joblib.load(path)
 
     def affine(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole linear pipeline as one map: scores = x @ W + b (float64)."""
         W = None
         b = None
-        for name, step in self.model.steps:
+        for name, step in self.model_.steps:
             if name == "scale":
                 A = np.diag(1.0 / step.scale_)
                 c = -step.mean_ / step.scale_
@@ -204,10 +280,16 @@ class SklearnHead(Head):
         return W, b
 
     def to_keras(self):
-        if self.spec.name not in LINEAR:
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        if not self.is_linear:
+            from . import HEADS
+
+            linear = [n for n, s in HEADS.items() if s.kind == "sklearn" and s.exportable]
             raise ExportError(
-                f"A {self.spec.name} head cannot be written as Keras layers; export works for "
-                f"Keras heads and the linear scikit-learn heads ({', '.join(LINEAR)}).")
+                f"A {self.name} head cannot be written as Keras layers; export works for "
+                f"Keras heads and the linear scikit-learn heads ({', '.join(linear)}).")
         from .._keras import import_keras
 
         keras = import_keras()
@@ -216,4 +298,4 @@ class SklearnHead(Head):
         dense = keras.layers.Dense(self.n_classes, activation="softmax", name="probabilities")
         outputs = dense(x)
         dense.set_weights([W.astype("float32"), b.astype("float32")])
-        return keras.Model(inputs, outputs, name=f"head_{self.spec.name}")
+        return keras.Model(inputs, outputs, name=f"head_{self.name}")

@@ -1,4 +1,4 @@
-"""Feed a cache split to a head: in memory when it fits, streamed from HDF5 when not.
+"""Feed training rows to a head: a cache split in memory or streamed from HDF5, or arrays.
 
 Training order is the same either way. Each epoch, rows are grouped into
 blocks of consecutive rows, the blocks are shuffled, consecutive shuffled
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
-from .cache import FeatureCache, SplitReader
+from ..errors import UsageError
+from ..cache import FeatureCache, SplitReader
 
 WINDOW_BYTES = 64 << 20
 BLOCK_BYTES = 256 << 10
@@ -133,6 +133,46 @@ class FeatureSplit:
         if self._features is not None:
             return self._features
         return self.read_rows(np.arange(self.n_rows))
+
+
+class ArraySplit:
+    """Arrays in memory with the interface of `FeatureSplit`, so `fit(X, y)` and
+    `fit_cache` share one training loop.
+
+    Args:
+        features: rows (N, *feature_shape), float32.
+        labels: label indices (N,), in 0..len(class_names) - 1.
+        class_names: the classes, in label order.
+        split: a name for messages.
+    """
+
+    cache = None
+    in_memory = True
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: list, split: str = "X"):
+        self._features = np.asarray(features, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = list(class_names)
+        self.feature_shape = tuple(self._features.shape[1:])
+        self.split = split
+        self.n_rows = len(self._features)
+
+    @property
+    def row_bytes(self) -> int:
+        return 4 * int(np.prod(self.feature_shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.row_bytes * self.n_rows
+
+    def close(self) -> None:
+        pass
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self._features[rows]
+
+    def all_features(self) -> np.ndarray:
+        return self._features
 
 
 def block_rows_for(row_bytes: int) -> int:
