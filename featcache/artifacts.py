@@ -61,10 +61,10 @@ def prepare_out_folder(out: str) -> str:
     """Create --out, or reuse it if it holds a previous head; refuse anything else."""
     out = os.path.abspath(out)
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, CONFIG_FILE)):
-        raise UsageError(f"--out {out}: folder is not empty and holds no featcache head. "
+        raise UsageError(f"{{param:out}} {out}: folder is not empty and holds no featcache head. "
                          "Choose a new or empty folder.")
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out}: is a file, not a folder.")
+        raise UsageError(f"{{param:out}} {out}: is a file, not a folder.")
     os.makedirs(out, exist_ok=True)
     return out
 
@@ -105,34 +105,51 @@ def params_from_config(config: dict) -> dict:
     return {k: v for k, v in options.items() if k in applies}
 
 
-def write_head(folder: str, head, cache, training: dict) -> dict:
-    """Save the model, config.json and fingerprint.json; returns the config."""
-    model_file = head.save(folder)
-    digest = sha256_file(os.path.join(folder, model_file))
-    kind = get_head_spec(head.name).kind
-    if kind == "sklearn":
-        _remember(digest)
-    manifest = cache.manifest
+def write_model_files(folder: str, *, kind: str, head: str, model_file: str, class_names: list[str],
+                      feature_shape, spatial: str, params: dict, cache: dict, backbone: dict,
+                      fingerprint: dict, **extra) -> dict:
+    """Write config.json and fingerprint.json of a model folder (a head or a fine-tuned model).
+
+    The model file must already be in `folder`; its sha256 goes into the config.
+    `extra` holds the kind's own entries ("training" for heads, "finetune" ...).
+    Returns the config.
+    """
     config = {
         "featcache_head": HEAD_FORMAT,
         "featcache_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "head": head.name,
+        "head": head,
         "kind": kind,
-        "params": head_config_params(head),
-        "spatial": head.spatial_,
-        "class_names": head.class_names,
-        "feature_shape": list(head.feature_shape_),
+        "params": params,
+        "spatial": spatial,
+        "class_names": list(class_names),
+        "feature_shape": list(feature_shape),
         "model_file": model_file,
-        "model_sha256": digest,
-        "cache": {"path": cache.path, "fingerprint_hash": cache.fingerprint_hash},
-        "backbone": {"weights": manifest.get("weights", {}),
-                     "tap": manifest.get("extraction", {}).get("tap")},
-        "training": training,
+        "model_sha256": sha256_file(os.path.join(folder, model_file)),
+        "cache": cache,
+        "backbone": backbone,
+        **extra,
     }
     write_json_atomic(os.path.join(folder, CONFIG_FILE), config)
-    write_json_atomic(os.path.join(folder, FINGERPRINT_FILE),
-                      {"fingerprint_hash": cache.fingerprint_hash, "fingerprint": cache.fingerprint})
+    write_json_atomic(os.path.join(folder, FINGERPRINT_FILE), fingerprint)
+    return config
+
+
+def write_head(folder: str, head, cache, training: dict) -> dict:
+    """Save the model, config.json and fingerprint.json; returns the config."""
+    model_file = head.save(folder)
+    kind = get_head_spec(head.name).kind
+    manifest = cache.manifest
+    config = write_model_files(
+        folder, kind=kind, head=head.name, model_file=model_file, class_names=head.class_names,
+        feature_shape=head.feature_shape_, spatial=head.spatial_, params=head_config_params(head),
+        cache={"path": cache.path, "fingerprint_hash": cache.fingerprint_hash},
+        backbone={"weights": manifest.get("weights", {}),
+                  "tap": manifest.get("extraction", {}).get("tap")},
+        fingerprint={"fingerprint_hash": cache.fingerprint_hash, "fingerprint": cache.fingerprint},
+        training=training)
+    if kind == "sklearn":
+        _remember(config["model_sha256"])
     return config
 
 
@@ -144,13 +161,13 @@ def read_head_files(folder: str) -> tuple[dict, dict]:
     """
     config_path = os.path.join(folder, CONFIG_FILE)
     if not os.path.isfile(config_path):
-        raise UsageError(f"--model {folder}: not a featcache head folder (no {CONFIG_FILE}); "
-                         "pass the --out folder of featcache train-head.")
+        raise UsageError(f"{{param:model}} {folder}: not a featcache head folder (no {CONFIG_FILE}); "
+                         "pass the {param:out} folder of featcache train-head.")
     try:
         config = read_json(config_path)
         fingerprint = read_json(os.path.join(folder, FINGERPRINT_FILE))
     except (OSError, ValueError) as exc:
-        raise CacheError(f"--model {folder}: unreadable head files ({exc}).") from exc
+        raise CacheError(f"{{param:model}} {folder}: unreadable head files ({exc}).") from exc
     return config, fingerprint
 
 
@@ -166,23 +183,23 @@ def load_head(folder: str, trust: bool = False) -> tuple[object, dict, dict]:
     folder = os.path.abspath(folder)
     config, fingerprint = read_head_files(folder)
     if is_end_to_end(config):
-        raise UsageError(f"--model {folder} is a fine-tuned model (backbone and head together); "
+        raise UsageError(f"{{param:model}} {folder} is a fine-tuned model (backbone and head together); "
                          "this command needs a head folder from featcache train-head.")
     spec = get_head_spec(config["head"])
     head = create_head(config["head"], **params_from_config(config))
     model_path = os.path.join(folder, config["model_file"])
     if not os.path.isfile(model_path):
-        raise UsageError(f"--model {folder}: {config['model_file']} is missing.")
+        raise UsageError(f"{{param:model}} {folder}: {config['model_file']} is missing.")
     digest = sha256_file(model_path)
     if not trust:
         if digest != config.get("model_sha256"):
             raise UsageError(
                 f"{model_path} changed since featcache wrote it (sha256 differs from "
-                f"{CONFIG_FILE}). Retrain the head, or pass --trust if you know where it came from.")
+                f"{CONFIG_FILE}). Retrain the head, or pass {{param:trust}}=True if you know where it came from.")
         if spec.kind == "sklearn" and not _is_trusted(digest):
             raise UsageError(
                 f"{model_path} is a pickle that featcache did not write for this user; loading a "
-                "pickle can run arbitrary code. If you trust its source, pass --trust.")
+                "pickle can run arbitrary code. If you trust its source, pass {param:trust}=True.")
     history_path = os.path.join(folder, HISTORY_FILE)
     history = read_json(history_path) if os.path.isfile(history_path) else {}
     head.restore(model_path, config["class_names"], tuple(config["feature_shape"]),
@@ -205,8 +222,8 @@ def load_end_to_end(folder: str, config: dict, trust: bool = False):
 
     path = os.path.join(os.path.abspath(folder), config["model_file"])
     if not os.path.isfile(path):
-        raise UsageError(f"--model {folder}: {config['model_file']} is missing.")
+        raise UsageError(f"{{param:model}} {folder}: {config['model_file']} is missing.")
     if not trust and sha256_file(path) != config.get("model_sha256"):
         raise UsageError(f"{path} changed since featcache wrote it (sha256 differs from "
-                         f"{CONFIG_FILE}). Pass --trust if you know where it came from.")
+                         f"{CONFIG_FILE}). Pass {{param:trust}}=True if you know where it came from.")
     return load_model_safely(path)

@@ -12,7 +12,8 @@ import re
 # A message names a parameter as {param:NAME}. Raised from Python it reads as the
 # parameter ("batch_size=0: must be at least 1."); the CLI shows the flag instead
 # ("--batch-size=0: must be at least 1."), so library users are never told about flags.
-_PARAM = re.compile(r"\{param:([A-Za-z_][A-Za-z0-9_]*)\}")
+# "{param:NAME}=True" names a switch: "trust=True" in Python, plain "--trust" on the CLI.
+_PARAM = re.compile(r"\{param:([A-Za-z_][A-Za-z0-9_]*)\}(=True)?")
 # parameters whose flag is not "--" + the name with dashes
 _FLAG_SPELLING = {"C": "--C", "data": "--data", "out": "--out"}
 
@@ -29,7 +30,12 @@ def flag_for(name: str) -> str:
 
 def plain(text: str) -> str:
     """A message with its parameter tokens as Python names."""
-    return _PARAM.sub(lambda m: m.group(1), text)
+    return _PARAM.sub(lambda m: m.group(1) + (m.group(2) or ""), text)
+
+
+def with_flags(text: str) -> str:
+    """A message with its parameter tokens as command-line flags."""
+    return _PARAM.sub(lambda m: flag_for(m.group(1)), text)
 
 
 class FeatcacheError(Exception):
@@ -43,7 +49,7 @@ class FeatcacheError(Exception):
         return plain(super().__str__())
 
     def cli_message(self) -> str:
-        return _PARAM.sub(lambda m: flag_for(m.group(1)), super().__str__())
+        return with_flags(super().__str__())
 
 
 class UsageError(FeatcacheError, ValueError):
@@ -130,7 +136,7 @@ class FeatcacheWarning(UserWarning):
         return plain(super().__str__())
 
     def cli_message(self) -> str:
-        return _PARAM.sub(lambda m: flag_for(m.group(1)), super().__str__())
+        return with_flags(super().__str__())
 
 
 class ExportError(FeatcacheError):

@@ -30,7 +30,7 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
         FingerprintMismatchError: the backbone cannot be rebuilt identically here.
     """
     if not out_file.endswith(".keras"):
-        raise UsageError(f"--out {out_file}: the exported model must be a .keras file.")
+        raise UsageError(f"{{param:out}} {out_file}: the exported model must be a .keras file.")
     config, fingerprint = read_head_files(model_dir)
     fp = fingerprint["fingerprint"]
     if is_end_to_end(config):  # fine-tuned: already one pixels-to-probabilities model

@@ -21,22 +21,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ._version import __version__
 from ._keras import import_keras, load_model_safely
 from .artifacts import (
-    CONFIG_FILE,
-    FINGERPRINT_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     load_head,
     params_from_config,
     prepare_out_folder,
-    read_head_files,
+    write_model_files,
 )
 from .dataset import load_dataset
 from .fingerprint import check_same
 from .errors import ParameterError, UsageError, param
-from .fileio import read_json, sha256_file, write_json_atomic
+from .fileio import read_json, write_json_atomic
 from .heads.base import check_optimizer, class_weights, epoch_bar, make_optimizer
 from .metrics import classification_metrics
 from .pipeline import Item
@@ -100,12 +97,12 @@ def parse_augment(text: str | None) -> dict[str, float]:
     for part in text.split(","):
         name, _, value = part.strip().partition("=")
         if name not in AUGMENTATIONS:
-            raise UsageError(f"--augment {text}: unknown '{name}'; use {', '.join(AUGMENTATIONS)} "
+            raise UsageError(f"{{param:augment}} {text}: unknown '{name}'; use {', '.join(AUGMENTATIONS)} "
                              "(with =FACTOR for rotation, zoom and translation) or none.")
         try:
             out[name] = float(value) if value else (1.0 if name == "flip" else 0.1)
         except ValueError:
-            raise UsageError(f"--augment {text}: '{value}' is not a number.") from None
+            raise UsageError(f"{{param:augment}} {text}: '{value}' is not a number.") from None
     return out
 
 
@@ -144,7 +141,7 @@ def set_trainable(backbone, unfreeze_top: int | None, unfreeze_from: str | None)
             import difflib
 
             close = difflib.get_close_matches(unfreeze_from, names, n=4, cutoff=0.5)
-            raise UsageError(f"--unfreeze-from {unfreeze_from}: the backbone has no such layer."
+            raise UsageError(f"{{param:unfreeze_from}} {unfreeze_from}: the backbone has no such layer."
                              + (f" Close matches: {', '.join(close)}." if close else ""))
         start = names.index(unfreeze_from)
     else:
@@ -260,24 +257,24 @@ def _prepare(data, head_dir, out, options, resume, trust) -> _Setup:
     head_model = head.to_keras()  # scikit-learn heads other than linear ones cannot be fine-tuned
     dataset = load_dataset(data, options.val_fraction, options.test_fraction)
     if dataset.class_names != head.class_names:
-        raise UsageError(f"--data {data} has classes {dataset.class_names}; the head in {head_dir} "
+        raise UsageError(f"{{param:data}} {data} has classes {dataset.class_names}; the head in {head_dir} "
                          f"was trained on {head.class_names}.")
     checkpoint = os.path.join(os.path.abspath(out), CHECKPOINT_DIR)
     state_path = os.path.join(checkpoint, STATE_FILE)
     if os.path.isfile(state_path) and not resume:
         done = read_json(state_path)
-        raise UsageError(f"--out {out} holds an unfinished fine-tuning run ({done['epochs_done']} of "
-                         f"{done['epochs']} epochs done): pass --resume to continue it, or choose "
-                         "another --out.")
+        raise UsageError(f"{{param:out}} {out} holds an unfinished fine-tuning run ({done['epochs_done']} of "
+                         f"{done['epochs']} epochs done): pass {{param:resume}}=True to continue it, or choose "
+                         "another {param:out}.")
     if resume and not os.path.isfile(state_path):
-        raise UsageError(f"--resume: no unfinished fine-tuning run in {out}.")
+        raise UsageError(f"{{param:resume}}=True: no unfinished fine-tuning run in {out}.")
     if resume:
         started = read_json(state_path).get("head_fingerprint")
         if started is not None:  # the checkpoint's backbone must be this head's backbone
             check_same(started["fingerprint"], fingerprint["fingerprint"],
-                       f"the unfinished run in --out {out}",
+                       f"the unfinished run in {{param:out}} {out}",
                        f"Resume it with the head it was started from, not {head_dir}, "
-                       "or choose another --out.")
+                       "or choose another {param:out}.")
     # an unfinished run's own folder is reused as it is; anything else must be new or empty
     out = os.path.abspath(out) if resume else prepare_out_folder(out)
     os.makedirs(checkpoint, exist_ok=True)
@@ -338,7 +335,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
     train_items = _items(setup.dataset, head.class_names, "train")
     val_items = _items(setup.dataset, head.class_names, "val")
     if not train_items:
-        raise UsageError(f"--data {setup.data}: no training images.")
+        raise UsageError(f"{{param:data}} {setup.data}: no training images.")
     per_class = class_weights(np.array([i.label for i in train_items]), head.n_classes,
                               options.class_weight)
     first = state["epochs_done"]
@@ -376,21 +373,16 @@ def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) 
     head_epochs = state["head_epochs"]
     _save_model_atomic(model, os.path.join(out, MODEL_FILE))
     history = {k: list(head_history.get(k, [])) + v for k, v in state["history"].items()}
-    config = {
-        "featcache_head": 1, "featcache_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "kind": "finetuned", "head": head.name, "class_names": head.class_names,
-        "model_file": MODEL_FILE, "model_sha256": sha256_file(os.path.join(out, MODEL_FILE)),
-        "feature_shape": list(head.feature_shape_), "spatial": head.spatial_,
-        "params": params_from_config(setup.head_config), "backbone": setup.head_config.get("backbone", {}),
-        "cache": setup.head_config.get("cache", {}), "source_head": os.path.abspath(setup.head_dir),
-        "finetune": {**asdict(setup.options), "trainable_layers": state["trainable_layers"],
-                     "head_epochs": head_epochs, "epochs_done": state["epochs_done"],
-                     "best_epoch": state["best_epoch"], "seconds": round(seconds, 3),
-                     "data": os.path.abspath(setup.data)},
-    }
-    write_json_atomic(os.path.join(out, CONFIG_FILE), config)
-    write_json_atomic(os.path.join(out, FINGERPRINT_FILE), setup.fingerprint)
+    write_model_files(
+        out, kind="finetuned", head=head.name, model_file=MODEL_FILE, class_names=head.class_names,
+        feature_shape=head.feature_shape_, spatial=head.spatial_,
+        params=params_from_config(setup.head_config), cache=setup.head_config.get("cache", {}),
+        backbone=setup.head_config.get("backbone", {}), fingerprint=setup.fingerprint,
+        source_head=os.path.abspath(setup.head_dir),
+        finetune={**asdict(setup.options), "trainable_layers": state["trainable_layers"],
+                  "head_epochs": head_epochs, "epochs_done": state["epochs_done"],
+                  "best_epoch": state["best_epoch"], "seconds": round(seconds, 3),
+                  "data": os.path.abspath(setup.data)})
     write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
     write_json_atomic(os.path.join(out, HISTORY_FILE), {**history, "finetune_start_epoch": head_epochs})
     _plots(out, history, head_epochs, state, metrics, head.class_names)
@@ -406,17 +398,12 @@ def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_e
 
 def _score(model, items, resize, options) -> tuple[np.ndarray, np.ndarray]:
     """Scores of a pixels-to-probabilities model on images, in order (unreadable ones left out)."""
-    from .pipeline import decoded_batches
+    from .predict import keras_scores, scored_items
 
-    keras = import_keras()
-    scores, labels = [], []
-    for batch in decoded_batches(items, resize, options.batch_size,
-                                 options.workers or min(8, os.cpu_count() or 1)):
-        if batch.items:
-            out = model(batch.pixels.astype(np.float32), training=False)
-            scores.append(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
-            labels.extend(it.label for it in batch.items)
-    return np.concatenate(scores), np.array(labels)
+    kept = [(item.label, row) for item, row, _ in
+            scored_items(keras_scores(model), items, resize, options.batch_size, options.workers)
+            if row is not None]
+    return np.array([row for _, row in kept]), np.array([label for label, _ in kept])
 
 
 def _plots(out, history, head_epochs, state, metrics, class_names) -> None:

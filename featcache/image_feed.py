@@ -10,12 +10,11 @@ Images that fail to decode are left out of their batch.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
 from .decode import ResizeSpec
-from .pipeline import Item, decoded_batches
+from .pipeline import Item, decoded_batches, default_workers
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -31,7 +30,7 @@ def image_batches(keras, items: list[Item], resize: ResizeSpec, n_classes: int, 
         items: the images with their class indices (`Item.label`).
         first_epoch: epoch number of the first pass (resuming continues the order).
     """
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = default_workers(workers)
 
     class ImageBatches(keras.utils.PyDataset):
         def __init__(self):

@@ -19,7 +19,7 @@ from .dataset import list_images
 from .decode import ResizeSpec
 from .errors import UsageError
 from .fingerprint import check_same, library_versions, make_fingerprint
-from .pipeline import Item, decoded_batches
+from .pipeline import Item, decoded_batches, default_workers
 
 
 @dataclass
@@ -63,7 +63,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
             if not os.path.isfile(weights):
                 raise UsageError(
                     f"The head's backbone used the weights file {recorded.get('file')}, which is not "
-                    f"at {weights or 'its recorded path'} any more; pass --weights PATH.")
+                    f"at {weights or 'its recorded path'} any more; pass {{param:weights}} PATH.")
         else:
             weights = "imagenet"
     seed = fp["weights"].get("random_seed", 0)
@@ -106,15 +106,8 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
     config, fingerprint = read_head_files(model_dir)
     if is_end_to_end(config):
         model = load_end_to_end(model_dir, config, trust=trust)
-        from ._keras import import_keras
-
-        keras = import_keras()
-
-        def score(pixels: np.ndarray) -> np.ndarray:
-            return np.asarray(keras.ops.convert_to_numpy(
-                model(pixels.astype(np.float32), training=False)), dtype=np.float64)
-
-        return PixelScorer(config["class_names"], resize_of(fingerprint), score, fingerprint, config)
+        return PixelScorer(config["class_names"], resize_of(fingerprint), keras_scores(model),
+                           fingerprint, config)
     head, config, fingerprint = load_head(model_dir, trust=trust)
     backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
     return PixelScorer(head.class_names, backbone.resize,
@@ -122,13 +115,31 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
                        fingerprint, config)
 
 
+def keras_scores(model) -> Callable[[np.ndarray], np.ndarray]:
+    """The scoring function of a pixels-to-probabilities Keras model (inference mode)."""
+    from ._keras import import_keras
+
+    keras = import_keras()
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(
+            model(pixels.astype(np.float32), training=False)), dtype=np.float64)
+
+    return score
+
+
 def score_items(scorer: PixelScorer, items: list[Item], batch_size: int = 32,
                 workers: int | None = None):
     """Yield (item, scores or None, failure reason or None) for each item, in order."""
+    return scored_items(scorer.score, items, scorer.resize, batch_size, workers)
+
+
+def scored_items(score: Callable[[np.ndarray], np.ndarray], items: list[Item], resize: ResizeSpec,
+                 batch_size: int = 32, workers: int | None = None):
+    """Decode `items` in parallel and yield (item, score(pixels) row or None, reason or None)."""
     position = 0  # batches cover consecutive items, in order
-    for batch in decoded_batches(items, scorer.resize, batch_size,
-                                 workers or min(8, os.cpu_count() or 1)):
-        scores = scorer.score(batch.pixels) if batch.items else []
+    for batch in decoded_batches(items, resize, batch_size, default_workers(workers)):
+        scores = score(batch.pixels) if batch.items else []
         decoded = {id(item): row for item, row in zip(batch.items, scores)}
         failed = {id(item): reason for item, reason in batch.failures}
         for item in items[position:position + batch.attempted]:
@@ -152,7 +163,7 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
         UsageError: no images, bad --top-k; FingerprintMismatchError (see backbone_for_head).
     """
     if top_k < 1:
-        raise UsageError(f"--top-k {top_k}: must be at least 1.")
+        raise UsageError(f"{{param:top_k}} {top_k}: must be at least 1.")
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .backbones import BACKBONES, BackboneSpec, list_backbones
 from .errors import UsageError
-from .fileio import sha256_file
 
 ENV_WEIGHTS_DIR = "FEATCACHE_WEIGHTS_DIR"
 

@@ -30,7 +30,7 @@ def test_registry_covers_the_backbones_people_use():
 
 
 def test_unknown_backbone_names_close_matches_and_the_flag():
-    with pytest.raises(UsageError, match=r"Unknown backbone 'vgg61' \(--backbone\)\. Did you mean vgg19, vgg16\?"):
+    with pytest.raises(UsageError, match=r"Unknown backbone 'vgg61' \(backbone\)\. Did you mean vgg19, vgg16\?"):
         get_backbone("vgg61")
 
 

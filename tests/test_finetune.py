@@ -133,7 +133,7 @@ def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, t
 
 def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
     _, head = small_head("tiny_hymenoptera")
-    with pytest.raises(UsageError, match="--unfreeze-from conv_dw_99: the backbone has no such layer"):
+    with pytest.raises(UsageError, match="unfreeze_from conv_dw_99: the backbone has no such layer"):
         finetune(str(data_root / "tiny_hymenoptera"), head, str(tmp_path / "a"),
                  FinetuneOptions(unfreeze_from="conv_dw_99", epochs=1), progress=False)
     with pytest.raises(UsageError, match="has classes .*daisy.*the head in .* was trained on"):

@@ -100,7 +100,7 @@ def test_schedule_is_a_permutation_mixing_blocks():
 
 def test_sizes_parse():
     assert parse_size("512MB") == 512 << 20 and parse_size("1.5GiB") == int(1.5 * (1 << 30))
-    with pytest.raises(UsageError, match="--max-memory lots"):
+    with pytest.raises(UsageError, match="max_memory lots"):
         parse_size("lots")
 
 

@@ -25,7 +25,7 @@ BLOCK_BYTES = 256 << 10
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str | int | None, flag: str = "--max-memory") -> int | None:
+def parse_size(text: str | int | None, flag: str = "{param:max_memory}") -> int | None:
     """'512MB', '2G', '1.5GiB' or a byte count -> bytes."""
     if text is None or isinstance(text, int):
         return text
