@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability tests (tests/test_reliability_*.py)."""
+"""Helpers shared by the reliability tests (tests/extract/, test_bad_inputs.py, test_verify.py, test_trust.py, test_fingerprints.py)."""
 
 from __future__ import annotations
 

@@ -74,6 +74,7 @@ def test_only_the_unfrozen_layers_change_and_batchnorm_statistics_stay(small_hea
     assert any(not np.array_equal(a, b) for a, b in zip(before.get_weights(), head_after.get_weights()))
 
 
+@pytest.mark.slow  # ~50 s: a real process killed after an epoch, then resumed
 def test_interrupted_run_resumes_from_its_checkpoint(small_head, data_root, weights_dir, tmp_path):
     _, head = small_head("tiny_flowers5")
     data, out = data_root / "tiny_flowers5", tmp_path / "ft"
@@ -139,7 +140,7 @@ def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
     with pytest.raises(UsageError, match="has classes .*daisy.*the head in .* was trained on"):
         finetune(str(data_root / "tiny_flowers5"), head, str(tmp_path / "b"),
                  FinetuneOptions(epochs=1), progress=False)
-    with pytest.raises(UsageError, match="--augment flip,blur: unknown 'blur'"):
+    with pytest.raises(UsageError, match="augment flip,blur: unknown 'blur'"):
         parse_augment("flip,blur")
     assert parse_augment("flip,zoom=0.2") == {"flip": 1.0, "zoom": 0.2} and parse_augment("none") == {}
 

@@ -29,6 +29,7 @@ def shard_files(out: Path) -> list[str]:
     return sorted(os.listdir(folder)) if folder.is_dir() else []
 
 
+@pytest.mark.slow  # ~25 s; the default run keeps the Dask worker-kill and disk-full cases
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(data_root, weights_dir, tmp_path):
     data = data_root / "tiny_flowers5"  # 70 images: 9 shards of 8
