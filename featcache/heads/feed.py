@@ -75,7 +75,23 @@ def epoch_windows(n_rows: int, block_rows: int, window_rows: int, seed: int, epo
     return windows
 
 
-class FeatureSplit:
+class _Rows:
+    """What both kinds of split share: sizes in the float32 heads train in."""
+
+    feature_shape: tuple[int, ...]
+    n_rows: int
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row as float32, the dtype heads train in."""
+        return 4 * int(np.prod(self.feature_shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.row_bytes * self.n_rows
+
+
+class FeatureSplit(_Rows):
     """One split of a cache as a head sees it.
 
     Labels are always in memory. Features are loaded whole when `in_memory`,
@@ -103,15 +119,6 @@ class FeatureSplit:
             self._features = None
             self.labels = self._reader.labels()
 
-    @property
-    def row_bytes(self) -> int:
-        """Bytes of one row as float32, the dtype heads train in."""
-        return 4 * int(np.prod(self.feature_shape))
-
-    @property
-    def nbytes(self) -> int:
-        return self.row_bytes * self.n_rows
-
     def close(self) -> None:
         self._reader.close()
 
@@ -119,14 +126,7 @@ class FeatureSplit:
         """Features of row indices (sorted when streaming), as float32."""
         if self._features is not None:
             return self._features[rows]
-        out = np.empty((len(rows), *self.feature_shape), dtype=np.float32)
-        # each run of consecutive rows is one contiguous read
-        at = 0
-        for run in np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1):
-            if len(run):
-                self._reader.read_range(int(run[0]), int(run[-1]) + 1, out[at:at + len(run)])
-                at += len(run)
-        return out
+        return self._reader.read_rows(rows, np.float32)
 
     def all_features(self) -> np.ndarray:
         """Every row, in order (loads them if streaming)."""
@@ -135,7 +135,7 @@ class FeatureSplit:
         return self.read_rows(np.arange(self.n_rows))
 
 
-class ArraySplit:
+class ArraySplit(_Rows):
     """Arrays in memory with the interface of `FeatureSplit`, so `fit(X, y)` and
     `fit_cache` share one training loop.
 
@@ -156,14 +156,6 @@ class ArraySplit:
         self.feature_shape = tuple(self._features.shape[1:])
         self.split = split
         self.n_rows = len(self._features)
-
-    @property
-    def row_bytes(self) -> int:
-        return 4 * int(np.prod(self.feature_shape))
-
-    @property
-    def nbytes(self) -> int:
-        return self.row_bytes * self.n_rows
 
     def close(self) -> None:
         pass
