@@ -22,7 +22,8 @@ from .predict import backbone_for_head
 
 
 def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
-                 weights: str | None = None, trust: bool = False) -> dict:
+                 weights: str | None = None, trust: bool = False,
+                 precision: str | None = None) -> dict:
     """Export head + backbone to `out_file` (.keras); returns what was written.
 
     Raises:
@@ -39,7 +40,7 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
     else:
         head, config, fingerprint = load_head(model_dir, trust=trust)
         head_model = head.to_keras()  # refuses non-linear scikit-learn heads before heavy work
-        backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
+        backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision)
         keras = import_keras()
         feature_model = backbone.extractor.model
         model = keras.Model(feature_model.input, head_model(feature_model.output),
@@ -54,6 +55,8 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
                   "pixels": "RGB, 0-255, not preprocessed (the model does it)",
                   "resize": fp["resize"]},
         "backbone": fp["backbone"], "head": head_name,
+        "precision": (precision or fp.get("precision", "float32")) if not is_end_to_end(config)
+        else config.get("finetune", {}).get("precision") or fp.get("precision", "float32"),
         "fingerprint_hash": fingerprint["fingerprint_hash"],
     }
     sidecar = os.path.splitext(out_file)[0] + ".json"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -32,7 +33,8 @@ from .artifacts import (
 )
 from .dataset import load_dataset
 from .fingerprint import check_same
-from .errors import ParameterError, UsageError, param
+from .errors import FeatcacheWarning, ParameterError, UsageError, param
+from .feature_model import check_precision
 from .fileio import read_json, write_json_atomic
 from .heads.base import check_optimizer, class_weights, epoch_bar, make_optimizer
 from .metrics import classification_metrics
@@ -59,11 +61,19 @@ class FinetuneOptions:
     patience: int = 3
     augment: str | None = DEFAULT_AUGMENT
     class_weight: str | None = None
-    mixed_precision: bool = False
+    precision: str | None = None  # None: the precision of the head's cache
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     seed: int = 0
     workers: int | None = None
+    # deprecated: precision="float16"
+    mixed_precision: bool = field(default=False, repr=False, metadata={"deprecated": True})
+
+    def __post_init__(self):
+        if self.mixed_precision:
+            warnings.warn(FeatcacheWarning("mixed_precision is deprecated: use precision=float16."),
+                          stacklevel=3)
+            self.precision, self.mixed_precision = "float16", False
 
     def validate(self) -> None:
         """Check the options before anything is loaded or built.
@@ -72,6 +82,8 @@ class FinetuneOptions:
             ParameterError: an option has a value fine-tuning cannot use.
             UsageError: options that exclude each other, or a bad `augment`.
         """
+        if self.precision is not None:
+            check_precision(self.precision)
         if self.unfreeze_top is not None and self.unfreeze_from is not None:
             raise UsageError(f"Pass {param('unfreeze_top')} or {param('unfreeze_from')}, not both.")
         if self.unfreeze_top is not None and self.unfreeze_top < 0:
@@ -165,12 +177,14 @@ def build_model(extractor, head_model, options: FinetuneOptions):
     x = inputs
     for layer in augmentation_layers(keras, parse_augment(options.augment), options.seed):
         x = layer(x)
+    # the backbone computes in its precision (built so by backbone_for_head); its features,
+    # the head, the probabilities and the loss stay float32
     outputs = head_model(extractor.model(x))
-    if options.mixed_precision:  # keep the probabilities (and the loss) in float32
-        outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities_f32")(outputs)
     model = keras.Model(inputs, outputs, name=f"finetuned_{extractor.spec.name}")
     trainable = set_trainable(extractor.backbone, options.unfreeze_top, options.unfreeze_from)
     optimizer = make_optimizer(keras, options.optimizer, options.learning_rate, phase="finetune")
+    if extractor.precision == "float16":  # small float16 gradients would underflow unscaled
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # compiled after the trainable flags are set, so the optimizer sees exactly those weights
     model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(),
                   metrics=["accuracy"])
@@ -304,20 +318,15 @@ def finetune(data: str, head_dir: str, out: str, options: FinetuneOptions | None
     options.validate()
     keras = import_keras()
     setup = _prepare(data, head_dir, out, options, resume, trust)
-    previous_policy = keras.config.dtype_policy()
-    if options.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
-        return _run(keras, setup, resume, weights_dir, weights, progress)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    return _run(keras, setup, resume, weights_dir, weights, progress)
 
 
 def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> FinetuneSummary:
     from .predict import backbone_for_head
 
     options, head = setup.options, setup.head
-    backbone = backbone_for_head(setup.fingerprint, setup.head_config, weights_dir, weights)
+    backbone = backbone_for_head(setup.fingerprint, setup.head_config, weights_dir, weights,
+                                 options.precision)
     head_history_path = os.path.join(setup.head_dir, HISTORY_FILE)
     head_history = read_json(head_history_path) if os.path.isfile(head_history_path) else {}
     head_epochs = len(head_history.get("loss", []))
@@ -329,6 +338,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
         state = {"epochs": options.epochs, "epochs_done": 0, "best_loss": None, "best_epoch": None,
                  "wait": 0, "history": {}, "trainable_layers": trainable,
                  "head_epochs": head_epochs, "options": asdict(options),
+                 "precision": backbone.extractor.precision,
                  "head_fingerprint": setup.fingerprint}
         write_json_atomic(setup.state_path, state)
 
@@ -379,7 +389,8 @@ def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) 
         params=params_from_config(setup.head_config), cache=setup.head_config.get("cache", {}),
         backbone=setup.head_config.get("backbone", {}), fingerprint=setup.fingerprint,
         source_head=os.path.abspath(setup.head_dir),
-        finetune={**asdict(setup.options), "trainable_layers": state["trainable_layers"],
+        finetune={**asdict(setup.options), "precision": state.get("precision", "float32"),
+                  "trainable_layers": state["trainable_layers"],
                   "head_epochs": head_epochs, "epochs_done": state["epochs_done"],
                   "best_epoch": state["best_epoch"], "seconds": round(seconds, 3),
                   "data": os.path.abspath(setup.data)})

@@ -86,6 +86,19 @@ def gpus() -> list[str]:
     return []
 
 
+def warn_if_emulated(precision: str) -> None:
+    """Warn (FeatcacheWarning) when `precision` is emulated here, so slower than float32."""
+    if precision == "float32":
+        return
+    message = precision_warning(precision)
+    if message and not gpus():
+        import warnings
+
+        from .errors import FeatcacheWarning
+
+        warnings.warn(FeatcacheWarning(message), stacklevel=3)
+
+
 def precision_warning(precision: str, cpu: CpuInfo | None = None, on_gpu: bool = False) -> str | None:
     """Why `precision` will be slower here than float32, or None when it is native."""
     if precision == "float32" or on_gpu:
@@ -98,3 +111,39 @@ def precision_warning(precision: str, cpu: CpuInfo | None = None, on_gpu: bool =
     return (f"{{param:precision}} {precision}: this CPU ({cpu.model}) has no {wanted}, so "
             f"{precision} is emulated and usually slower than float32; it still gives "
             f"{precision} features.")
+
+
+# Measured speed-ups of bfloat16 over float32 per backbone on CPUs with native bfloat16
+# (benchmarks/vs_keras.py, benchmarks/RESULTS.md); filled in from those measurements.
+BFLOAT16_GAIN: dict[str, float] = {}
+
+
+def describe(with_gpus: bool = True) -> dict:
+    """What `featcache hardware` reports: CPU, GPUs, Keras backend, which precisions are native."""
+    cpu = cpu_info()
+    found = gpus() if with_gpus else []
+    backend = None
+    if with_gpus:
+        from ._keras import import_keras
+
+        backend = import_keras().backend.backend()
+    on_gpu = bool(found)
+    return {
+        "cpu": cpu.to_json(),
+        "gpus": found,
+        "keras_backend": backend,
+        "precisions": {
+            p: {"native": on_gpu or p == "float32"
+                or (cpu.native_bfloat16 if p == "bfloat16" else cpu.native_float16),
+                "note": plain_note(precision_warning(p, cpu, on_gpu))}
+            for p in PRECISIONS},
+        "bfloat16_gain": dict(BFLOAT16_GAIN),
+    }
+
+
+def plain_note(message: str | None) -> str | None:
+    if message is None:
+        return None
+    from .errors import with_flags
+
+    return with_flags(message)

@@ -9,6 +9,7 @@ same decoding pipeline, the backbone and the head.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,8 +18,9 @@ import numpy as np
 from .artifacts import is_end_to_end, load_end_to_end, load_head, read_head_files
 from .dataset import list_images
 from .decode import ResizeSpec
-from .errors import UsageError
+from .errors import FeatcacheWarning, UsageError, param
 from .fingerprint import check_same, library_versions, make_fingerprint
+from .hardware import warn_if_emulated
 from .pipeline import Item, decoded_batches, default_workers
 
 
@@ -32,7 +34,7 @@ class Backbone:
 
 
 def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None = None,
-                      weights: str | None = None) -> Backbone:
+                      weights: str | None = None, precision: str | None = None) -> Backbone:
     """Rebuild the feature model a head's training cache was made with.
 
     Args:
@@ -40,6 +42,10 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
         config: the head's config.json contents.
         weights_dir: offline ImageNet weights folder (default FEATCACHE_WEIGHTS_DIR).
         weights: override the weights file recorded for --weights PATH caches.
+        precision: compute the features in another precision than the cache's
+            (e.g. float32 on a CPU without bfloat16): allowed with a warning,
+            since the head then sees features that differ slightly from its
+            training features. Default: the cache's precision.
 
     Raises:
         FingerprintMismatchError: what can be built here differs (weights bytes,
@@ -68,9 +74,21 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
             weights = "imagenet"
     seed = fp["weights"].get("random_seed", 0)
     resize = ResizeSpec(tuple(fp["resize"]["size"]), fp["resize"]["method"], fp["resize"]["aspect"])
+    trained_in = fp.get("precision", "float32")
+    precision = precision or trained_in
     extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
-                                        fp["pooling"], weights, weights_dir, seed)
+                                        fp["pooling"], weights, weights_dir, seed, precision)
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
+    if precision != trained_in:
+        warnings.warn(FeatcacheWarning(
+            f"the head was trained on {trained_in} features; computing {precision} features "
+            f"instead ({param('precision')} {precision}): scores can differ slightly from "
+            "the validation metrics."), stacklevel=2)
+        rebuilt.pop("precision", None)
+        if trained_in != "float32":
+            rebuilt["precision"] = trained_in
+    else:
+        warn_if_emulated(precision)
     check_same(fp, rebuilt, "the head's training cache",
                "Rebuild the cache and retrain the head with what is installed here, or install the "
                "versions and weights it was made with.")
@@ -100,7 +118,7 @@ def resize_of(fingerprint: dict) -> ResizeSpec:
 
 
 def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | None = None,
-               trust: bool = False, batch_size: int = 32) -> PixelScorer:
+               trust: bool = False, batch_size: int = 32, precision: str | None = None) -> PixelScorer:
     """A pixel scorer for a head folder (backbone rebuilt, then the head) or a
     fine-tuned folder (its end-to-end model)."""
     config, fingerprint = read_head_files(model_dir)
@@ -109,7 +127,7 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
         return PixelScorer(config["class_names"], resize_of(fingerprint), keras_scores(model),
                            fingerprint, config)
     head, config, fingerprint = load_head(model_dir, trust=trust)
-    backbone = backbone_for_head(fingerprint, config, weights_dir, weights)
+    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision)
     return PixelScorer(head.class_names, backbone.resize,
                        lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
                        fingerprint, config)
@@ -149,7 +167,7 @@ def scored_items(score: Callable[[np.ndarray], np.ndarray], items: list[Item], r
 
 def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_dir: str | None = None,
                    weights: str | None = None, batch_size: int = 32, trust: bool = False,
-                   workers: int | None = None) -> list[dict]:
+                   workers: int | None = None, precision: str | None = None) -> list[dict]:
     """Top-k classes for every image file named or found under the given folders.
 
     Works for head folders (`featcache train-head`) and fine-tuned folders
@@ -167,7 +185,7 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")
-    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size)
+    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision)
     names = scorer.class_names
     k = min(top_k, len(names))
     results: list[dict] = []

@@ -221,6 +221,29 @@ def backbones_table(listing) -> str:
     return "\n".join(lines)
 
 
+def hardware_text(info: dict) -> str:
+    """`featcache hardware`: the CPU and its flags, GPUs, and which precisions run natively."""
+    cpu = info["cpu"]
+    lines = [f"CPU      {cpu['model']} ({cpu['cores']} cores)",
+             f"flags    {' '.join(cpu['flags']) or '(none of the ones that matter)'}",
+             f"GPUs     {', '.join(info['gpus']) or 'none'}"
+             + (f" (Keras backend: {info['keras_backend']})" if info.get("keras_backend") else "")]
+    for name, p in info["precisions"].items():
+        state = "native" if p["native"] else "emulated (slower than float32)"
+        lines.append(f"{name:<9}{state}")
+    gains = info.get("bfloat16_gain") or {}
+    native_bf16 = info["precisions"]["bfloat16"]["native"]
+    if gains and native_bf16:
+        shown = ", ".join(f"{name} {gain:.2f}x" for name, gain in gains.items())
+        lines.append(f"\nbfloat16 against float32 on such CPUs (measured): {shown}")
+    best = [name for name, gain in gains.items() if gain >= 1.3]
+    if native_bf16 and best:
+        lines.append(f"-> extract {', '.join(best)} with --precision bfloat16 here")
+    elif not native_bf16 and not info["gpus"]:
+        lines.append("-> keep --precision float32 here (no native bfloat16 or float16)")
+    return "\n".join(lines)
+
+
 def layers_table(listing) -> str:
     """`featcache layers`: a backbone's layers and output shapes (a `LayerListing`)."""
     lines = [f"{listing.backbone} at {listing.image_size}x{listing.image_size} "

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+
+from featcache.errors import FeatcacheWarning
 from conftest import REPO, run_cli
 
 from featcache.errors import UsageError
@@ -145,25 +147,27 @@ def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
     assert parse_augment("flip,zoom=0.2") == {"flip": 1.0, "zoom": 0.2} and parse_augment("none") == {}
 
 
-def test_mixed_precision_computes_in_float16_and_answers_in_float32(small_head):
-    """Build only: mixed precision is for GPUs; this CPU just checks the graph's dtypes."""
-    import keras
-
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_backbone_trains_with_a_float32_head_and_loss(small_head, precision):
+    """Build only: the backbone computes in `precision`, the features, head and loss in float32."""
     from featcache.artifacts import load_head
     from featcache.finetune import build_model
     from featcache.predict import backbone_for_head
 
     _, head_dir = small_head("tiny_hymenoptera")
     head, config, fingerprint = load_head(head_dir)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        backbone = backbone_for_head(fingerprint, config)
-        model, _ = build_model(backbone.extractor, head.to_keras(),
-                               FinetuneOptions(unfreeze_top=2, mixed_precision=True))
-    finally:
-        keras.config.set_dtype_policy(previous)
+    with pytest.warns(FeatcacheWarning, match="trained on float32 features"):
+        backbone = backbone_for_head(fingerprint, config, precision=precision)
+    model, _ = build_model(backbone.extractor, head.to_keras(),
+                           FinetuneOptions(unfreeze_top=2, precision=precision))
     conv = backbone.extractor.backbone.get_layer("conv_pw_13")
-    assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
+    assert conv.compute_dtype == precision and conv.variable_dtype == "float32"
     assert model.output.dtype == "float32"
     assert backbone.extractor.model.get_layer("featcache_preprocess").compute_dtype == "float32"
+    assert ("LossScale" in type(model.optimizer).__name__) == (precision == "float16")
+
+
+def test_mixed_precision_is_a_deprecated_spelling_of_float16():
+    with pytest.warns(FeatcacheWarning, match="mixed_precision is deprecated"):
+        options = FinetuneOptions(mixed_precision=True)
+    assert options.precision == "float16"

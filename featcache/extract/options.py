@@ -10,6 +10,7 @@ from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import FeatcacheWarning, ParameterError, UsageError, param
 
 DTYPES = ("float32", "float16")
+PRECISIONS = ("float32", "bfloat16", "float16")  # what the backbone computes in
 ENGINES = ("local", "dask")
 
 
@@ -31,6 +32,7 @@ class ExtractOptions:
     weights_dir: str | None = None
     batch_size: int = 32
     dtype: str = "float32"
+    precision: str = "float32"
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     root: str | None = None
@@ -78,6 +80,9 @@ class ExtractOptions:
                 raise ParameterError(name, getattr(self, name), "must be at least 1.")
         if self.workers is not None and self.workers < 1:
             raise ParameterError("workers", self.workers, "must be at least 1.")
+        if self.precision not in PRECISIONS:
+            raise ParameterError("precision", self.precision,
+                                 f"allowed values are {', '.join(PRECISIONS)}.")
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", self.dtype, f"allowed values are {', '.join(DTYPES)}.")
         if self.image_size is not None and self.image_size < 1:
@@ -126,6 +131,7 @@ class ExtractOptions:
             data=source["data"], out=out, backbone=fp["backbone"], image_size=fp["input_size"][0],
             layer=fp["layer"], pooling=fp["pooling"], weights=weights, weights_dir=weights_dir,
             batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
+            precision=fp.get("precision", "float32"),
             val_fraction=source.get("val_split", 0.0), test_fraction=source.get("test_split", 0.0),
             root=source["root"] if source.get("layout") == "list" else None,
             # the plan check of a repair refuses any list that is not what it was

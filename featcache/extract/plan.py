@@ -76,12 +76,13 @@ class BuildSpec:
     resize: ResizeSpec
     dtype: str
     augment: AugmentSpec | None = None
+    precision: str = "float32"
 
     def build(self):
         from ..feature_model import build_feature_extractor
 
         return build_feature_extractor(self.backbone, self.image_size, self.layer, self.pooling,
-                                       self.weights, self.weights_dir, self.seed)
+                                       self.weights, self.weights_dir, self.seed, self.precision)
 
 
 @dataclass

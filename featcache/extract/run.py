@@ -31,7 +31,8 @@ from ..cache import (
 )
 from ..dataset import Dataset, load_dataset
 from ..decode import ResizeSpec
-from ..errors import CacheLockedError
+from ..errors import CacheLockedError, UsageError, param
+from ..hardware import warn_if_emulated
 from ..pipeline import default_workers
 from ..weights import weights_dir as resolve_weights_dir
 from .engines import create_engine
@@ -141,7 +142,12 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
         weights = os.path.abspath(weights)  # workers elsewhere resolve it the same way
     build = BuildSpec(spec.name, size, options.layer, options.pooling, weights,
                       resolve_weights_dir(options.weights_dir), options.seed, resize, options.dtype,
-                      options.augment)
+                      options.augment, options.precision)
+    if extractor is not None and extractor.precision != options.precision:
+        raise UsageError(f"{param('precision')} {options.precision}: the extractor passed in "
+                         f"computes in {extractor.precision}.")
+    if options.engine == "local":
+        warn_if_emulated(options.precision)
     try:
         with create_engine(options, extractor) as engine:
             return _extract_locked(options, engine, build, dataset, out, timing, started, rebuild,
