@@ -6,7 +6,7 @@ For each dataset and backbone, whole processes, alternating in every round:
 preprocess_input -> model.predict -> np.save, float32) and `featcache
 extract --precision P` for P in --precisions. Per row: images/s of the whole
 process and without the model build, peak RSS, the features' relative L2
-against featcache float32, and the validation accuracy of a logreg and a
+against featcache float32 (Keras runtime when it ran, else OpenVINO's), and the validation accuracy of a logreg and a
 dense256 head trained on those features (the same featcache code on both
 sides). Medians over --runs rounds. The CPU model and flags go into the
 results file: reduced precision only pays on CPUs that compute it natively.
@@ -43,9 +43,10 @@ def keras_side(data, backbone, weights, out, env):
             "no_build": info["extract_seconds"]}, split
 
 
-def featcache_side(data, backbone, weights, out, precision, env):
+def featcache_side(data, backbone, weights, out, precision, env, runtime="keras"):
     cmd = [sys.executable, "-m", "featcache", "extract", "--data", data, "--out", out,
-           "--backbone", backbone, "--weights", weights, "--precision", precision, "--json"]
+           "--backbone", backbone, "--weights", weights, "--precision", precision,
+           "--runtime", runtime, "--json"]
     wall, rss, info = run_json(cmd, env)
     import featcache
 
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["hymenoptera", "cats_dogs"])
     parser.add_argument("--backbones", nargs="+", default=["vgg16", "mobilenet"])
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "float16"])
+    parser.add_argument("--runtimes", nargs="+", default=["keras"],
+                        help="featcache runtimes to run at each precision (keras, openvino)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--name", default="vs_keras")
     args = parser.parse_args()
@@ -93,7 +96,8 @@ def main() -> None:
         data = os.path.join(args.data_root, dataset)
         for backbone in args.backbones:
             weights = os.path.join(args.weights_dir, WEIGHT_FILES[backbone])
-            sides = ["keras"] + [f"featcache-{p}" for p in args.precisions]
+            sides = ["keras"] + [f"featcache-{p}" if r == "keras" else f"featcache-{r}-{p}"
+                                 for r in args.runtimes for p in args.precisions]
             timings = {s: [] for s in sides}
             features = {}
             for run in range(args.runs):
@@ -104,15 +108,17 @@ def main() -> None:
                         if side == "keras":
                             t, split = keras_side(data, backbone, weights, out, env)
                         else:
-                            t, split = featcache_side(data, backbone, weights, out,
-                                                      side.split("-", 1)[1], env)
+                            parts = side.split("-")
+                            runtime = parts[1] if len(parts) == 3 else "keras"
+                            t, split = featcache_side(data, backbone, weights, out, parts[-1], env,
+                                                      runtime)
                     finally:
                         shutil.rmtree(out, ignore_errors=True)
                     timings[side].append(t)
                     features.setdefault(side, split)
                     print(f"{dataset} {backbone} {side} run {run}: {t['images'] / t['no_build']:.2f} img/s "
                           f"(whole process {t['images'] / t['wall']:.2f})", flush=True)
-            reference = features.get("featcache-float32")
+            reference = features.get("featcache-float32") or features.get("featcache-openvino-float32")
             base = None
             for side in sides:
                 ts = timings[side]

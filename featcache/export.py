@@ -40,7 +40,8 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
     else:
         head, config, fingerprint = load_head(model_dir, trust=trust)
         head_model = head.to_keras()  # refuses non-linear scikit-learn heads before heavy work
-        backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision)
+        backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision,
+                                     runtime="keras")  # the export is a Keras model
         keras = import_keras()
         feature_model = backbone.extractor.model
         model = keras.Model(feature_model.input, head_model(feature_model.output),

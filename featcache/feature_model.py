@@ -18,6 +18,7 @@ from ._keras import import_keras
 from .backbones import BackboneSpec, get_backbone
 from .errors import FeatcacheWarning, ParameterError, UsageError, WeightsError
 from .fileio import sha256_file
+from .runtimes import check_runtime, describe_runtime, import_openvino
 from .weights import (
     RANDOM_WEIGHTS_WARNING,
     WeightsChoice,
@@ -82,6 +83,7 @@ class FeatureExtractor:
     feature_shape: tuple[int, ...] = field(default=())
     backbone: object = None
     precision: str = "float32"
+    runtime: str = "keras"
     _buffer: object = field(default=None, repr=False, compare=False)
     _call: object = field(default=None, repr=False, compare=False)
 
@@ -99,7 +101,11 @@ class FeatureExtractor:
 
             keras = import_keras()
             model = self.model
-            if keras.backend.backend() == "tensorflow":
+            if self.runtime == "openvino":
+                from .runtimes import openvino_call
+
+                self._call = openvino_call(model, self.precision)
+            elif keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
                 compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -149,6 +155,7 @@ class FeatureExtractor:
             "feature_shape": list(self.feature_shape),
             # only when reduced, so float32 caches made before precisions existed keep their key
             **({"precision": self.precision} if self.precision != "float32" else {}),
+            **({"runtime": describe_runtime(self.runtime)} if self.runtime != "keras" else {}),
         }
 
 
@@ -246,6 +253,7 @@ def build_feature_extractor(
     weights_dir: str | None = None,
     seed: int = 0,
     precision: str = "float32",
+    runtime: str = "keras",
 ) -> FeatureExtractor:
     """Build the frozen feature model for one backbone and tap.
 
@@ -262,6 +270,9 @@ def build_feature_extractor(
         precision: what the backbone computes in: "float32", or "bfloat16" /
             "float16" (Keras mixed precision: float32 weights, preprocessing
             and pooling; the features come out as float32).
+        runtime: "keras", or "openvino" to run the same model through OpenVINO
+            (converted from the Keras model; `precision` becomes its
+            inference-precision hint).
 
     Raises:
         UsageError, WeightsError: see messages.
@@ -277,7 +288,11 @@ def build_feature_extractor(
         warnings.warn(FeatcacheWarning(RANDOM_WEIGHTS_WARNING), stacklevel=2)
         keras.utils.set_random_seed(int(seed))
     check_precision(precision)
-    with dtype_policy(precision):
+    check_runtime(runtime)
+    if runtime == "openvino":
+        import_openvino()  # says how to install it, before anything is built
+    keras_precision = precision if runtime == "keras" else "float32"  # OpenVINO casts itself
+    with dtype_policy(keras_precision):
         base = _build_base(keras, spec, choice, size, include_top)
         base.trainable = False
         tapped, tap_name = _tap(keras, base, spec, layer)
@@ -302,7 +317,7 @@ def build_feature_extractor(
         resolved_pooling = "max"
     else:
         resolved_pooling = "none"
-        if precision != "float32":  # features always leave the model as float32
+        if keras_precision != "float32":  # features always leave the model as float32
             x = keras.layers.Activation("linear", dtype="float32", name="featcache_float32")(x)
     model = keras.Model(inputs, x, name=f"featcache_{spec.name}")
     return FeatureExtractor(
@@ -317,6 +332,7 @@ def build_feature_extractor(
         feature_shape=tuple(int(d) for d in x.shape[1:]),
         backbone=tapped,
         precision=precision,
+        runtime=runtime,
     )
 
 

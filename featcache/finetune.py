@@ -326,7 +326,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
 
     options, head = setup.options, setup.head
     backbone = backbone_for_head(setup.fingerprint, setup.head_config, weights_dir, weights,
-                                 options.precision)
+                                 options.precision, runtime="keras")  # Keras trains it
     head_history_path = os.path.join(setup.head_dir, HISTORY_FILE)
     head_history = read_json(head_history_path) if os.path.isfile(head_history_path) else {}
     head_epochs = len(head_history.get("loss", []))

@@ -118,6 +118,12 @@ def precision_warning(precision: str, cpu: CpuInfo | None = None, on_gpu: bool =
 BFLOAT16_GAIN: dict[str, float] = {}
 
 
+def installed_runtimes() -> list[str]:
+    from .runtimes import installed_runtimes as found
+
+    return found()
+
+
 def describe(with_gpus: bool = True) -> dict:
     """What `featcache hardware` reports: CPU, GPUs, Keras backend, which precisions are native."""
     cpu = cpu_info()
@@ -138,6 +144,7 @@ def describe(with_gpus: bool = True) -> dict:
                 "note": plain_note(precision_warning(p, cpu, on_gpu))}
             for p in PRECISIONS},
         "bfloat16_gain": dict(BFLOAT16_GAIN),
+        "runtimes": installed_runtimes(),
     }
 
 

@@ -34,7 +34,8 @@ class Backbone:
 
 
 def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None = None,
-                      weights: str | None = None, precision: str | None = None) -> Backbone:
+                      weights: str | None = None, precision: str | None = None,
+                      runtime: str | None = None) -> Backbone:
     """Rebuild the feature model a head's training cache was made with.
 
     Args:
@@ -46,6 +47,9 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
             (e.g. float32 on a CPU without bfloat16): allowed with a warning,
             since the head then sees features that differ slightly from its
             training features. Default: the cache's precision.
+        runtime: run it with another runtime than the cache's ("keras",
+            "openvino"); at float32 both give the same features to 1e-6, so
+            only a change of precision warns. Default: the cache's runtime.
 
     Raises:
         FingerprintMismatchError: what can be built here differs (weights bytes,
@@ -76,9 +80,15 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
     resize = ResizeSpec(tuple(fp["resize"]["size"]), fp["resize"]["method"], fp["resize"]["aspect"])
     trained_in = fp.get("precision", "float32")
     precision = precision or trained_in
+    made_by = fp.get("runtime")
+    runtime = runtime or (made_by or {}).get("name", "keras")
     extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
-                                        fp["pooling"], weights, weights_dir, seed, precision)
+                                        fp["pooling"], weights, weights_dir, seed, precision, runtime)
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
+    if runtime != (made_by or {}).get("name", "keras"):  # a deliberate choice, same arithmetic
+        rebuilt.pop("runtime", None)
+        if made_by is not None:
+            rebuilt["runtime"] = made_by
     if precision != trained_in:
         warnings.warn(FeatcacheWarning(
             f"the head was trained on {trained_in} features; computing {precision} features "
@@ -118,7 +128,8 @@ def resize_of(fingerprint: dict) -> ResizeSpec:
 
 
 def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | None = None,
-               trust: bool = False, batch_size: int = 32, precision: str | None = None) -> PixelScorer:
+               trust: bool = False, batch_size: int = 32, precision: str | None = None,
+               runtime: str | None = None) -> PixelScorer:
     """A pixel scorer for a head folder (backbone rebuilt, then the head) or a
     fine-tuned folder (its end-to-end model)."""
     config, fingerprint = read_head_files(model_dir)
@@ -127,7 +138,7 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
         return PixelScorer(config["class_names"], resize_of(fingerprint), keras_scores(model),
                            fingerprint, config)
     head, config, fingerprint = load_head(model_dir, trust=trust)
-    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision)
+    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision, runtime)
     return PixelScorer(head.class_names, backbone.resize,
                        lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
                        fingerprint, config)
@@ -167,7 +178,8 @@ def scored_items(score: Callable[[np.ndarray], np.ndarray], items: list[Item], r
 
 def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_dir: str | None = None,
                    weights: str | None = None, batch_size: int = 32, trust: bool = False,
-                   workers: int | None = None, precision: str | None = None) -> list[dict]:
+                   workers: int | None = None, precision: str | None = None,
+                   runtime: str | None = None) -> list[dict]:
     """Top-k classes for every image file named or found under the given folders.
 
     Works for head folders (`featcache train-head`) and fine-tuned folders
@@ -185,7 +197,7 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")
-    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision)
+    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision, runtime)
     names = scorer.class_names
     k = min(top_k, len(names))
     results: list[dict] = []

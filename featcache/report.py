@@ -231,6 +231,9 @@ def hardware_text(info: dict) -> str:
     for name, p in info["precisions"].items():
         state = "native" if p["native"] else "emulated (slower than float32)"
         lines.append(f"{name:<9}{state}")
+    runtimes = info.get("runtimes") or ["keras"]
+    lines.append(f"runtimes {', '.join(runtimes)} installed"
+                 + ("" if "openvino" in runtimes else ' (OpenVINO: pip install "featcache[openvino]")'))
     gains = info.get("bfloat16_gain") or {}
     native_bf16 = info["precisions"]["bfloat16"]["native"]
     if gains and native_bf16:

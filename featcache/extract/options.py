@@ -11,6 +11,7 @@ from ..errors import FeatcacheWarning, ParameterError, UsageError, param
 
 DTYPES = ("float32", "float16")
 PRECISIONS = ("float32", "bfloat16", "float16")  # what the backbone computes in
+RUNTIMES = ("keras", "openvino")  # what runs it
 ENGINES = ("local", "dask")
 
 
@@ -33,6 +34,7 @@ class ExtractOptions:
     batch_size: int = 32
     dtype: str = "float32"
     precision: str = "float32"
+    runtime: str = "keras"
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     root: str | None = None
@@ -83,6 +85,8 @@ class ExtractOptions:
         if self.precision not in PRECISIONS:
             raise ParameterError("precision", self.precision,
                                  f"allowed values are {', '.join(PRECISIONS)}.")
+        if self.runtime not in RUNTIMES:
+            raise ParameterError("runtime", self.runtime, f"allowed values are {', '.join(RUNTIMES)}.")
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", self.dtype, f"allowed values are {', '.join(DTYPES)}.")
         if self.image_size is not None and self.image_size < 1:
@@ -132,6 +136,7 @@ class ExtractOptions:
             layer=fp["layer"], pooling=fp["pooling"], weights=weights, weights_dir=weights_dir,
             batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
             precision=fp.get("precision", "float32"),
+            runtime=(fp.get("runtime") or {}).get("name", "keras"),
             val_fraction=source.get("val_split", 0.0), test_fraction=source.get("test_split", 0.0),
             root=source["root"] if source.get("layout") == "list" else None,
             # the plan check of a repair refuses any list that is not what it was

@@ -77,12 +77,14 @@ class BuildSpec:
     dtype: str
     augment: AugmentSpec | None = None
     precision: str = "float32"
+    runtime: str = "keras"
 
     def build(self):
         from ..feature_model import build_feature_extractor
 
         return build_feature_extractor(self.backbone, self.image_size, self.layer, self.pooling,
-                                       self.weights, self.weights_dir, self.seed, self.precision)
+                                       self.weights, self.weights_dir, self.seed, self.precision,
+                                       self.runtime)
 
 
 @dataclass

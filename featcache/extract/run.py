@@ -117,6 +117,10 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
     started = time.perf_counter()
     timing = {"scan": 0.0, "build_model": 0.0, **new_timing()}
     options.validate()
+    if options.runtime == "openvino":
+        from ..runtimes import import_openvino
+
+        import_openvino()  # say how to install it before the images are even listed
     if extractor is None:
         spec = get_backbone(options.backbone)
         size = int(options.image_size or spec.input_size)
@@ -142,10 +146,11 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
         weights = os.path.abspath(weights)  # workers elsewhere resolve it the same way
     build = BuildSpec(spec.name, size, options.layer, options.pooling, weights,
                       resolve_weights_dir(options.weights_dir), options.seed, resize, options.dtype,
-                      options.augment, options.precision)
-    if extractor is not None and extractor.precision != options.precision:
-        raise UsageError(f"{param('precision')} {options.precision}: the extractor passed in "
-                         f"computes in {extractor.precision}.")
+                      options.augment, options.precision, options.runtime)
+    for name in ("precision", "runtime"):
+        if extractor is not None and getattr(extractor, name) != getattr(options, name):
+            raise UsageError(f"{param(name)} {getattr(options, name)}: the extractor passed in "
+                             f"uses {getattr(extractor, name)}.")
     if options.engine == "local":
         warn_if_emulated(options.precision)
     try:
