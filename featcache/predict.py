@@ -21,6 +21,7 @@ from .decode import ResizeSpec
 from .errors import FeatcacheWarning, UsageError, param
 from .fingerprint import check_same, library_versions, make_fingerprint
 from .hardware import warn_if_emulated
+from .runtimes import installed_runtimes
 from .pipeline import Item, decoded_batches, default_workers
 
 
@@ -81,7 +82,14 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
     trained_in = fp.get("precision", "float32")
     precision = precision or trained_in
     made_by = fp.get("runtime")
-    runtime = runtime or (made_by or {}).get("name", "keras")
+    if runtime is None:
+        runtime = (made_by or {}).get("name", "keras")
+        if runtime == "openvino" and precision == "float32" and "openvino" not in installed_runtimes():
+            warnings.warn(FeatcacheWarning(
+                "the head's cache was extracted with OpenVINO, which is not installed here; "
+                "running the backbone with Keras instead (the same float32 features)."),
+                stacklevel=2)
+            runtime = "keras"
     extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
                                         fp["pooling"], weights, weights_dir, seed, precision, runtime)
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
