@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple
 from . import report
 from ._version import __version__
 from .errors import FeatcacheError, FeatcacheWarning
+from .hardware import PRECISIONS
+from .runtimes import RUNTIMES
 
 
 def _print_json(data) -> None:
@@ -110,8 +112,6 @@ def _add_output_flags(p, quiet: bool = False, json_help: str = "print machine-re
         p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
-PRECISIONS = ("float32", "bfloat16", "float16")
-RUNTIMES = ("keras", "openvino")
 
 
 def _add_precision_override(p) -> None:

@@ -37,6 +37,7 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
     if is_end_to_end(config):  # fine-tuned: already one pixels-to-probabilities model
         model = load_end_to_end(model_dir, config, trust=trust)
         class_names, head_name = config["class_names"], f"{config['head']} (fine-tuned)"
+        computes_in = config.get("finetune", {}).get("precision") or fp.get("precision", "float32")
     else:
         head, config, fingerprint = load_head(model_dir, trust=trust)
         head_model = head.to_keras()  # refuses non-linear scikit-learn heads before heavy work
@@ -47,6 +48,7 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
         model = keras.Model(feature_model.input, head_model(feature_model.output),
                             name=f"featcache_{backbone.extractor.spec.name}_{head.name}")
         class_names, head_name = head.class_names, head.name
+        computes_in = backbone.extractor.precision
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     model.save(out_file)
     info = {
@@ -56,8 +58,7 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
                   "pixels": "RGB, 0-255, not preprocessed (the model does it)",
                   "resize": fp["resize"]},
         "backbone": fp["backbone"], "head": head_name,
-        "precision": (precision or fp.get("precision", "float32")) if not is_end_to_end(config)
-        else config.get("finetune", {}).get("precision") or fp.get("precision", "float32"),
+        "precision": computes_in,
         "fingerprint_hash": fingerprint["fingerprint_hash"],
     }
     sidecar = os.path.splitext(out_file)[0] + ".json"

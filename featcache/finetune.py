@@ -34,7 +34,7 @@ from .artifacts import (
 from .dataset import load_dataset
 from .fingerprint import check_same
 from .errors import FeatcacheWarning, ParameterError, UsageError, param
-from .feature_model import check_precision
+from .hardware import check_precision
 from .fileio import read_json, write_json_atomic
 from .heads.base import check_optimizer, class_weights, epoch_bar, make_optimizer
 from .metrics import classification_metrics

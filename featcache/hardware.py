@@ -13,7 +13,16 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-PRECISIONS = ("float32", "bfloat16", "float16")
+PRECISIONS = ("float32", "bfloat16", "float16")  # what a backbone can compute in
+
+
+def check_precision(precision: str) -> str:
+    """Raises ParameterError unless `precision` is one featcache computes in."""
+    if precision not in PRECISIONS:
+        from .errors import ParameterError
+
+        raise ParameterError("precision", precision, f"allowed values are {', '.join(PRECISIONS)}.")
+    return precision
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 _SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
@@ -119,14 +128,10 @@ def precision_warning(precision: str, cpu: CpuInfo | None = None, on_gpu: bool =
 BFLOAT16_GAIN: dict[str, float] = {"vgg16": 3.57, "mobilenet": 0.90}
 
 
-def installed_runtimes() -> list[str]:
-    from .runtimes import installed_runtimes as found
-
-    return found()
-
-
 def describe(with_gpus: bool = True) -> dict:
     """What `featcache hardware` reports: CPU, GPUs, Keras backend, which precisions are native."""
+    from .runtimes import installed_runtimes
+
     cpu = cpu_info()
     found = gpus() if with_gpus else []
     backend = None
@@ -142,14 +147,15 @@ def describe(with_gpus: bool = True) -> dict:
         "precisions": {
             p: {"native": on_gpu or p == "float32"
                 or (cpu.native_bfloat16 if p == "bfloat16" else cpu.native_float16),
-                "note": plain_note(precision_warning(p, cpu, on_gpu))}
+                "note": _as_cli_text(precision_warning(p, cpu, on_gpu))}
             for p in PRECISIONS},
         "bfloat16_gain": dict(BFLOAT16_GAIN),
         "runtimes": installed_runtimes(),
     }
 
 
-def plain_note(message: str | None) -> str | None:
+def _as_cli_text(message: str | None) -> str | None:
+    """The note as `featcache hardware` prints it (flags, not parameter tokens)."""
     if message is None:
         return None
     from .errors import with_flags

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from ..augment_views import AugmentSpec
 from ..decode import DEFAULT_MAX_PIXELS
 from ..errors import FeatcacheWarning, ParameterError, UsageError, param
+from ..hardware import check_precision
+from ..runtimes import check_runtime
 
 DTYPES = ("float32", "float16")
-PRECISIONS = ("float32", "bfloat16", "float16")  # what the backbone computes in
-RUNTIMES = ("keras", "openvino")  # what runs it
 ENGINES = ("local", "dask")
 
 
@@ -82,11 +82,8 @@ class ExtractOptions:
                 raise ParameterError(name, getattr(self, name), "must be at least 1.")
         if self.workers is not None and self.workers < 1:
             raise ParameterError("workers", self.workers, "must be at least 1.")
-        if self.precision not in PRECISIONS:
-            raise ParameterError("precision", self.precision,
-                                 f"allowed values are {', '.join(PRECISIONS)}.")
-        if self.runtime not in RUNTIMES:
-            raise ParameterError("runtime", self.runtime, f"allowed values are {', '.join(RUNTIMES)}.")
+        check_precision(self.precision)
+        check_runtime(self.runtime)
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", self.dtype, f"allowed values are {', '.join(DTYPES)}.")
         if self.image_size is not None and self.image_size < 1:
