@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from . import preprocessing
 from ._keras import import_keras
 from .backbones import BackboneSpec, get_backbone
-from .errors import FeatcacheWarning, ParameterError, UsageError, WeightsError
+from .errors import FeatcacheWarning, UsageError, WeightsError
 from .fileio import sha256_file
+from .hardware import check_precision
 from .runtimes import check_runtime, describe_runtime, import_openvino
 from .weights import (
     RANDOM_WEIGHTS_WARNING,
@@ -28,16 +29,8 @@ from .weights import (
 )
 
 POOLINGS = ("avg", "max", "none")
-PRECISIONS = ("float32", "bfloat16", "float16")
 # Keras dtype policies: weights stay float32, the backbone computes in the reduced type
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-
-
-def check_precision(precision: str) -> str:
-    """Raises ParameterError unless `precision` is one featcache computes in."""
-    if precision not in PRECISIONS:
-        raise ParameterError("precision", precision, f"allowed values are {', '.join(PRECISIONS)}.")
-    return precision
 
 
 @contextlib.contextmanager
@@ -320,7 +313,7 @@ def build_feature_extractor(
         if keras_precision != "float32":  # features always leave the model as float32
             x = keras.layers.Activation("linear", dtype="float32", name="featcache_float32")(x)
     model = keras.Model(inputs, x, name=f"featcache_{spec.name}")
-    return FeatureExtractor(
+    extractor = FeatureExtractor(
         model=model,
         spec=spec,
         image_size=size,
@@ -334,6 +327,12 @@ def build_feature_extractor(
         precision=precision,
         runtime=runtime,
     )
+    if runtime == "openvino":
+        # convert and compile now, as part of building: OpenVINO's conversion can start
+        # helper processes, which must not inherit the descriptors of shard files being
+        # written (an inherited HDF5 lock made reads of the finished shard fail)
+        extractor._infer()
+    return extractor
 
 
 @dataclass
