@@ -52,6 +52,12 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
         ("time", " · ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in s.timing.items())
                  + f" · total {s.seconds:.1f}s"),
     ]
+    if s.quantization:
+        fid, cal = s.quantization["fidelity"], s.quantization["calibration"]
+        pairs.append(("int8", f"features move {fid['relative_l2']:.1%} from float32 (median "
+                              f"relative L2 over {fid['held_out']} held-out training images, worst "
+                              f"{fid['worst']:.1%}); calibrated on {cal['images']} training images "
+                              f"(seed {cal['seed']})"))
     if s.ignored:
         pairs.append(("ignored", f"{s.ignored} file(s) passed over: hidden, not images, or "
                                  "symlink loops (see featcache info --json)"))

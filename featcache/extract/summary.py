@@ -25,6 +25,7 @@ class ExtractSummary:
     ignored: int
     warnings: list[str] = field(default_factory=list)
     weights: dict = field(default_factory=dict)
+    quantization: dict | None = None  # precision int8: calibration and fidelity (quantize.py)
 
     @property
     def images_per_second(self) -> float:
@@ -57,4 +58,5 @@ class ExtractSummary:
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
             "warnings": self.warnings,
             "weights": self.weights,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }
