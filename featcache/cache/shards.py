@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import CacheError
 from ..fileio import TMP_MARKER, fsync_dir, sha256_file
 from ..fingerprint import FORMAT_VERSION
+from . import forksafe
 from .layout import shard_relpath
 
 CHUNK_BYTES = 1 << 20
@@ -122,6 +123,7 @@ class ShardWriter:
             fd = int(f.id.get_vfd_handle())
             st = os.fstat(fd)
             self._vfd = (fd, (st.st_dev, st.st_ino))
+            forksafe.register(fd)  # a forked child must not keep HDF5's lock on the shard
         except (OSError, RuntimeError, ValueError, TypeError):
             self._vfd = None
         f.attrs.update({
@@ -151,6 +153,7 @@ class ShardWriter:
         """
         if self._vfd is not None:
             fd, identity = self._vfd
+            forksafe.unregister(fd)
             self._vfd = None
             try:
                 st = os.fstat(fd)
@@ -202,6 +205,8 @@ class ShardWriter:
         self._file.flush()  # a full disk shows here, while every handle is still ours to disarm
         self._features = self._labels = self._paths = self._hashes = None
         self._file.close()
+        if self._vfd is not None:
+            forksafe.unregister(self._vfd[0])
         self._file = self._vfd = None  # closed: its descriptor number may be reused
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -216,6 +221,8 @@ class ShardWriter:
         """Close and delete the temporary file (after an error or an interrupt)."""
         self._features = self._labels = self._paths = self._hashes = None
         f, self._file = self._file, None
+        if self._vfd is not None:
+            forksafe.unregister(self._vfd[0])
         self._vfd = None
         try:
             if f is not None and f.id.valid:

@@ -114,27 +114,48 @@ def test_one_writer_at_a_time(tmp_path):
         pass
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
-def test_a_forked_child_does_not_keep_the_lock(tmp_path):
-    # libraries fork without exec behind our back (OpenVINO's converter does, to send
-    # statistics); a child that outlives the lock's release must not keep the folder locked
-    import signal
+def _lingering_child():
+    """Fork a child that sleeps on without exec (as OpenVINO's converter does); returns its pid."""
     import time
 
     started, ready = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: says it runs, then sleeps, never touching what it inherited
+        os.write(ready, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.read(started, 1)
+    os.close(started)
+    os.close(ready)
+    return pid
+
+
+def _reap(pid):
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_keeps_neither_the_cache_lock_nor_a_shards_hdf5_lock(tmp_path):
+    # libraries fork without exec behind our back, from background threads, at any moment
     with CacheLock(str(tmp_path)):
-        pid = os.fork()
-        if pid == 0:  # the child: says it runs, then sleeps on, never touching the lock itself
-            os.write(ready, b"x")
-            time.sleep(30)
-            os._exit(0)
-        os.read(started, 1)
+        writer = ShardWriter(str(tmp_path), "train", 0, "0" * 64, 2, (3,), "float32", FPH)
+        pid = _lingering_child()  # inherits the lock's and the open shard's descriptors
+        try:
+            writer.append(np.ones((2, 3), np.float32), [0, 1], ["a.jpg", "b.jpg"],
+                          ["a" * 64, "b" * 64])
+            info = writer.commit()
+        except BaseException:
+            _reap(pid)
+            raise
     try:
         with CacheLock(str(tmp_path)):  # released although the child still runs
             pass
+        assert read_shard_info(str(tmp_path), info.file, FPH) == info  # HDF5 can lock it again
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _reap(pid)
 
 
 def test_unplanned_shards_are_removed(tmp_path):
