@@ -22,7 +22,7 @@ from . import report
 from ._version import __version__
 from .errors import FeatcacheError, FeatcacheWarning
 from .hardware import PRECISIONS
-from .runtimes import RUNTIMES
+from .runtimes import RUNTIME_CHOICES, RUNTIMES
 
 
 def _print_json(data) -> None:
@@ -167,10 +167,11 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
                                          "(default: $FEATCACHE_WEIGHTS_DIR)")
     g.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage dtype of the features (float16 halves the bytes)")
-    g.add_argument("--runtime", choices=RUNTIMES, default="keras",
-                   help="what runs the backbone: keras (default) or openvino (pip install "
-                        "\"featcache[openvino]\"; the same features at float32, faster on CPUs); "
-                        "part of the cache's fingerprint")
+    g.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
+                   help="what runs the backbone: auto (default: OpenVINO on x86 CPUs where it "
+                        "is installed, Keras on GPUs; a resumed cache keeps its own; "
+                        "FEATCACHE_RUNTIME sets it), keras, or openvino (the same features at "
+                        "float32); part of the cache's fingerprint")
     g.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="what the backbone computes in: float32 (default), bfloat16 (about 2x "
                         "faster for VGG-size backbones on CPUs with AVX512_BF16/AMX, see "

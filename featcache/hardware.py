@@ -137,7 +137,7 @@ BFLOAT16_GAIN: dict[str, float] = {"vgg16": 3.57, "mobilenet": 0.90}
 
 def describe(with_gpus: bool = True) -> dict:
     """What `featcache hardware` reports: CPU, GPUs, Keras backend, which precisions are native."""
-    from .runtimes import installed_runtimes
+    from .runtimes import installed_runtimes, resolve_runtime
 
     cpu = cpu_info()
     found = gpus() if with_gpus else []
@@ -158,6 +158,8 @@ def describe(with_gpus: bool = True) -> dict:
             for p in PRECISIONS},
         "bfloat16_gain": dict(BFLOAT16_GAIN),
         "runtimes": installed_runtimes(),
+        # what `extract --runtime auto` (the default) uses here at float32
+        "auto_runtime": resolve_runtime("auto", "float32", cpu, on_gpu),
     }
 
 

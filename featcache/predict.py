@@ -99,6 +99,10 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
             precision = "float32"  # Keras runs the float model the int8 one came from (warned below)
         else:
             int8_model = os.path.join(model_dir or "", INT8_MODEL_DIR)
+            if trained_in != "int8":
+                raise UsageError(f"{param('precision')} int8 runs the quantized model of an int8 "
+                                 f"cache, and this head was trained on {trained_in} features: "
+                                 f"extract a cache with {param('precision')} int8 and train on it.")
             if model_dir is None or not os.path.isdir(int8_model):
                 raise UsageError(f"The head was trained on int8 features, and its quantized model "
                                  f"is not in {int8_model}: pass {param('precision')} float32 to "

@@ -47,6 +47,7 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
         ("images", f"{s.images_extracted} extracted in {s.extract_seconds:.1f} s ({rate}); "
                    f"{s.shards_reused} shard(s) already done"),
         ("rows", _splits(s.splits)),
+        ("runtime", f"{s.runtime}, {s.precision}"),
         ("written", f"{human_bytes(s.bytes_written)} in {s.shards_written} shard(s); "
                     f"cache holds {human_bytes(s.cache_bytes)}"),
         ("time", " · ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in s.timing.items())
@@ -98,6 +99,10 @@ def cache_info(manifest: dict) -> str:
         ("input", f"{fp['input_size'][0]}x{fp['input_size'][1]}, {fp['resize']['method']} "
                   f"{fp['resize']['aspect']}, preprocessing {fp['preprocessing']['mode']}"),
         ("features", f"{shape_text(fp['feature_shape'])} {fp['dtype']} per image"),
+        ("runtime", f"{(fp.get('runtime') or {}).get('name', 'keras')}, "
+                    f"{fp.get('precision', 'float32')}"
+                    + (f" (int8 features {manifest['quantization']['fidelity']['relative_l2']:.1%} "
+                       "from float32)" if manifest.get("quantization") else "")),
         ("weights", weights_text),
         ("classes", f"{len(classes)}: {', '.join(classes[:12])}" + (" ..." if len(classes) > 12 else "")),
         ("rows", rows),
@@ -236,10 +241,17 @@ def hardware_text(info: dict) -> str:
              + (f" (Keras backend: {info['keras_backend']})" if info.get("keras_backend") else "")]
     for name, p in info["precisions"].items():
         state = "native" if p["native"] else "emulated (slower than float32)"
+        if name == "int8":
+            vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["flags"])
+            state = ("with --runtime openvino, opt-in (quantized on your images, its feature "
+                     f"error measured); {'VNNI/AMX int8 here' if vnni else 'no VNNI here'}")
         lines.append(f"{name:<9}{state}")
     runtimes = info.get("runtimes") or ["keras"]
     lines.append(f"runtimes {', '.join(runtimes)} installed"
                  + ("" if "openvino" in runtimes else ' (OpenVINO: pip install "featcache[openvino]")'))
+    if info.get("auto_runtime"):
+        lines.append(f"-> extract runs the backbone with {info['auto_runtime']} here "
+                     "(--runtime auto, the default)")
     gains = info.get("bfloat16_gain") or {}
     native_bf16 = info["precisions"]["bfloat16"]["native"]
     if gains and native_bf16:

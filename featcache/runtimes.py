@@ -16,16 +16,51 @@ import os
 from .errors import UsageError, param
 
 RUNTIMES = ("keras", "openvino")
+RUNTIME_CHOICES = ("auto", *RUNTIMES)  # what extract takes; "auto" resolves with resolve_runtime
+RUNTIME_ENV = "FEATCACHE_RUNTIME"  # what "auto" means on this machine, when set
 INSTALL_HINT = 'pip install "featcache[openvino]"'
 _OV_PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
-def check_runtime(runtime: str) -> str:
-    if runtime not in RUNTIMES:
+def check_runtime(runtime: str, allow_auto: bool = False) -> str:
+    allowed = RUNTIME_CHOICES if allow_auto else RUNTIMES
+    if runtime not in allowed:
         from .errors import ParameterError
 
-        raise ParameterError("runtime", runtime, f"allowed values are {', '.join(RUNTIMES)}.")
+        raise ParameterError("runtime", runtime, f"allowed values are {', '.join(allowed)}.")
     return runtime
+
+
+def resolve_runtime(runtime: str, precision: str, cpu, on_gpu: bool,
+                    installed: list[str] | None = None) -> str:
+    """The runtime "auto" stands for here: the fastest installed one with exact float32 features.
+
+    Measured (benchmarks/RESULTS.md section 6): on an AVX2-only AMD EPYC (Zen 3)
+    OpenVINO ran MobileNet 2.1x and VGG16 1.1x TensorFlow's speed (issue 18);
+    on a 2-core Xeon with AVX-512 and AMX, float32, it matched featcache's own
+    TensorFlow path on a quiet machine (VGG16 1.04x, MobileNet 1.03x) and beat
+    it with other work on the cores (MobileNet 1.7x), and its bfloat16 beat
+    Keras' mixed_bfloat16 on MobileNet (1.85x; VGG16 0.94x). So "auto" means
+    OpenVINO, when installed, on x86 CPUs, and Keras on GPUs and elsewhere
+    (not measured); int8 exists on OpenVINO only.
+    FEATCACHE_RUNTIME overrides what "auto" means.
+
+    Args:
+        cpu: hardware.CpuInfo of this machine; on_gpu: whether the Keras backend has a GPU.
+    """
+    if runtime != "auto":
+        return check_runtime(runtime)
+    installed = installed_runtimes() if installed is None else installed
+    if precision == "int8":
+        return "openvino"
+    chosen = os.environ.get(RUNTIME_ENV, "").strip().lower()
+    if chosen:
+        return check_runtime(chosen)
+    if "openvino" not in installed:
+        return "keras"
+    if on_gpu or "avx2" not in cpu.flags:
+        return "keras"
+    return "openvino"
 
 
 def import_openvino():

@@ -48,8 +48,13 @@ def data_root() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path_factory):
-    """Tests pass weights folders explicitly, and keep their trust store to themselves."""
+    """Tests pass weights folders explicitly, and keep their trust store to themselves.
+
+    `--runtime auto` means Keras in tests on every CPU (FEATCACHE_RUNTIME), so the
+    default run does the same work everywhere; the OpenVINO tests ask for it.
+    """
     monkeypatch.delenv("FEATCACHE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("FEATCACHE_RUNTIME", "keras")
     monkeypatch.setenv("FEATCACHE_TRUST_STORE",
                        str(tmp_path_factory.getbasetemp() / "trusted-models.txt"))
 

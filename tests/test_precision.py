@@ -83,3 +83,26 @@ def test_the_hardware_report_reads_cpu_flags(tmp_path):
     proc = run_cli("hardware", "--json")
     assert proc.returncode == 0, proc.stderr
     assert '"native_bfloat16"' in proc.stdout
+
+
+def test_auto_runtime_is_openvino_on_x86_cpus_where_installed(monkeypatch):
+    from featcache.hardware import CpuInfo
+    from featcache.runtimes import resolve_runtime
+
+    monkeypatch.delenv("FEATCACHE_RUNTIME", raising=False)
+    zen3 = CpuInfo("AMD EPYC 7B13", 2, frozenset({"avx2", "fma"}))
+    xeon = CpuInfo("Intel Xeon", 2, frozenset({"avx2", "fma", "avx512f", "amx_bf16"}))
+    arm = CpuInfo("Neoverse-N1", 2, frozenset({"asimd"}))
+    both = ["keras", "openvino"]
+
+    def auto(cpu, installed=both, on_gpu=False, precision="float32"):
+        return resolve_runtime("auto", precision, cpu=cpu, installed=installed, on_gpu=on_gpu)
+
+    assert auto(zen3) == "openvino" and auto(xeon) == "openvino"
+    assert auto(zen3, installed=["keras"]) == "keras"
+    assert auto(zen3, on_gpu=True) == "keras"
+    assert auto(arm) == "keras"  # not measured there
+    assert auto(xeon, installed=["keras"], precision="int8") == "openvino"  # int8's only runtime
+    assert resolve_runtime("keras", "float32", zen3, False, both) == "keras"
+    monkeypatch.setenv("FEATCACHE_RUNTIME", "keras")
+    assert auto(zen3) == "keras"

@@ -65,6 +65,9 @@ def test_a_cache_made_with_openvino_refuses_a_keras_resume_and_its_head_predicts
     assert fp["runtime"]["name"] == "openvino" and fp["runtime"]["version"]
     with pytest.raises(FingerprintMismatchError, match="runtime"):
         featcache.extract(featcache.ExtractOptions(runtime="keras", **opts))
+    # the default, auto, resumes with the cache's own runtime (tests make auto mean keras)
+    resumed = featcache.extract(featcache.ExtractOptions(**opts))
+    assert resumed.runtime == "openvino" and resumed.images_extracted == 0
     head = tmp_path / "head"
     train_head(summary.cache, "logreg", str(head), progress=False)
     with_ov = predict_images(str(head), [str(data / "val")])

@@ -29,6 +29,7 @@ from .manifest import (
     new_manifest,
     previous_manifest,
     read_manifest,
+    recorded_fingerprint,
     split_counts,
     write_manifest,
 )
@@ -38,7 +39,7 @@ from .shards import ShardInfo, ShardReader, ShardWriter, check_shard, read_hashe
 __all__ = [
     "IDENTITY_FILE", "INT8_DIR", "MANIFEST_FILE", "PARTS_DIR", "SHARDS_DIR", "SLICE_MANIFEST", "CacheLock",
     "FeatureCache", "Features", "ShardInfo", "ShardReader", "ShardWriter", "SplitReader",
-    "check_shard", "init_identity", "load_features", "manifest_shards", "new_manifest",
+    "check_shard", "init_identity", "load_features", "manifest_shards", "new_manifest", "recorded_fingerprint",
     "previous_manifest", "read_hashes", "read_manifest", "read_shard_info", "remove_if_unused",
     "remove_stale_temporaries", "remove_unplanned_shards", "shard_files", "shard_relpath",
     "slice_folder", "split_counts", "temporary_files", "write_failed", "write_manifest",

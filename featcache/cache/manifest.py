@@ -105,6 +105,18 @@ def previous_manifest(cache_dir: str) -> dict:
         return {}
 
 
+def recorded_fingerprint(cache_dir: str) -> dict:
+    """The fingerprint the folder's cache was started with, or {} (no cache, unreadable)."""
+    for name in (IDENTITY_FILE, MANIFEST_FILE):
+        try:
+            found = read_json(os.path.join(cache_dir, name)).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
 def init_identity(cache_dir: str, fingerprint: dict, fingerprint_hash: str) -> bool:
     """Create the cache's identity file, or check an existing one matches.
 

@@ -34,7 +34,7 @@ class ExtractOptions:
     batch_size: int = 32
     dtype: str = "float32"
     precision: str = "float32"
-    runtime: str = "keras"
+    runtime: str = "auto"  # runtimes.resolve_runtime; a cache being resumed keeps its own
     calibration_images: int = 300  # precision int8: training images NNCF calibrates on
     val_fraction: float = 0.0
     test_fraction: float = 0.0
@@ -83,8 +83,8 @@ class ExtractOptions:
                 raise ParameterError(name, getattr(self, name), "must be at least 1.")
         if self.workers is not None and self.workers < 1:
             raise ParameterError("workers", self.workers, "must be at least 1.")
-        check_runtime(self.runtime)
-        check_precision(self.precision, self.runtime)
+        check_runtime(self.runtime, allow_auto=True)
+        check_precision(self.precision, None if self.runtime == "auto" else self.runtime)
         if int(self.calibration_images) < 1:
             raise ParameterError("calibration_images", self.calibration_images, "must be at least 1.")
         if self.precision == "int8" and self.engine != "local":

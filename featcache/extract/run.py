@@ -23,6 +23,7 @@ from ..cache import (
     previous_manifest,
     read_hashes,
     read_shard_info,
+    recorded_fingerprint,
     remove_if_unused,
     remove_stale_temporaries,
     remove_unplanned_shards,
@@ -40,6 +41,25 @@ from .options import ExtractOptions
 from .plan import BuildSpec, ExtractorInfo, ShardJob, ShardTask, plan_shards, slice_tasks
 from .shard import new_timing
 from .summary import ExtractSummary
+
+
+def _runtime_for(options: ExtractOptions) -> str:
+    """The runtime to extract with: the one asked for; for "auto" a resumed cache's own, else
+    the fastest exact one installed here (runtimes.resolve_runtime)."""
+    from ..hardware import cpu_info, gpus
+    from ..runtimes import installed_runtimes, resolve_runtime
+
+    if options.runtime != "auto":
+        return options.runtime
+    out = os.path.abspath(options.out)
+    if options.sliced:
+        out = slice_folder(out, options.slice_index, options.num_slices)
+    recorded = recorded_fingerprint(out)
+    if recorded:  # resuming: keep the cache's runtime when it can run here
+        made_with = (recorded.get("runtime") or {}).get("name", "keras")
+        if made_with in installed_runtimes():
+            return made_with
+    return resolve_runtime("auto", options.precision, cpu_info(), bool(gpus()))
 
 
 def _known_shards(cache_dir: str, tasks: list[ShardTask], fph: str) -> dict[str, ShardInfo]:
@@ -117,6 +137,7 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
     started = time.perf_counter()
     timing = {"scan": 0.0, "build_model": 0.0, **new_timing()}
     options.validate()
+    options = replace(options, runtime=_runtime_for(options))
     if options.runtime == "openvino":
         from ..runtimes import import_openvino
 
@@ -245,6 +266,8 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         warnings=list(dataset.warnings) + duplicates
         + ([quantized.warning] if quantized is not None and quantized.warning else []),
         weights=info.weights,
+        runtime=options.runtime,
+        precision=options.precision,
         quantization=quantization,
     )
 

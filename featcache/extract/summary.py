@@ -25,6 +25,8 @@ class ExtractSummary:
     ignored: int
     warnings: list[str] = field(default_factory=list)
     weights: dict = field(default_factory=dict)
+    runtime: str = "keras"  # what ran the backbone (an "auto" request resolved)
+    precision: str = "float32"
     quantization: dict | None = None  # precision int8: calibration and fidelity (quantize.py)
 
     @property
@@ -58,5 +60,7 @@ class ExtractSummary:
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
             "warnings": self.warnings,
             "weights": self.weights,
+            "runtime": self.runtime,
+            "precision": self.precision,
             **({"quantization": self.quantization} if self.quantization else {}),
         }
