@@ -91,11 +91,11 @@ def quantize(extractor, calibration_pixels: np.ndarray, check_pixels: np.ndarray
         calibration_pixels: (N, S, S, 3) float pixels NNCF collects statistics on.
         check_pixels: held-out pixels the fidelity figure is measured on.
     """
-    from .runtimes import import_openvino, openvino_compile
+    from .runtimes import convert, import_openvino, openvino_compile
 
     nncf = import_nncf()
     ov = import_openvino()
-    converted = ov.convert_model(extractor.model)
+    converted = convert(extractor.model)
     dataset = nncf.Dataset([calibration_pixels[i:i + 1] for i in range(len(calibration_pixels))])
     # NNCF draws progress bars on stdout, which belongs to --json output: send them to stderr
     with contextlib.redirect_stdout(sys.stderr):

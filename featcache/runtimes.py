@@ -124,4 +124,15 @@ def openvino_call(keras_model, precision: str = "float32", threads: int | None =
     ov = import_openvino()
     if model_file is not None:
         return openvino_compile(ov.Core().read_model(model_file), "float32", threads)
-    return openvino_compile(ov.convert_model(keras_model), precision, threads)
+    return openvino_compile(convert(keras_model), precision, threads)
+
+
+def convert(keras_model):
+    """`openvino.convert_model` of a Keras model, without Keras' warning about how the
+    converter passes the input (a list for a model built on one named input)."""
+    import warnings
+
+    ov = import_openvino()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        return ov.convert_model(keras_model)

@@ -32,7 +32,7 @@ from ..cache import (
 )
 from ..dataset import Dataset, load_dataset
 from ..decode import ResizeSpec
-from ..errors import CacheLockedError, UsageError, param
+from ..errors import CacheLockedError, UsageError, param, plain
 from ..hardware import warn_if_emulated
 from ..pipeline import default_workers
 from ..weights import weights_dir as resolve_weights_dir
@@ -264,7 +264,7 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         timing=timing,
         ignored=len(dataset.ignored),
         warnings=list(dataset.warnings) + duplicates
-        + ([quantized.warning] if quantized is not None and quantized.warning else []),
+        + ([plain(quantized.warning)] if quantized is not None and quantized.warning else []),
         weights=info.weights,
         runtime=options.runtime,
         precision=options.precision,
