@@ -598,11 +598,10 @@ def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) 
 
 
 def _without_optimizer_state(model):
-    """The model compiled with a plain optimizer, so that loading it needs nothing of featcache."""
+    """The same layers and weights as an uncompiled model: the file then holds no optimizer,
+    so loading it needs nothing of featcache's and warns about no optimizer state."""
     keras = import_keras()
-    model.compile(optimizer=keras.optimizers.Adam(), loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=["accuracy"])
-    return model
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None):
