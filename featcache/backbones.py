@@ -38,6 +38,14 @@ class BackboneSpec:
             loads the `input_size` file, as Keras does.
         top_layers: layers that exist only in the full network (VGG's fc1 and
             fc2); asking for one builds the model with its top.
+        top_block: the first layer of the backbone's top block (its last
+            stage, at the lowest resolution): `featcache finetune` trains it
+            and every layer after it unless told otherwise (VGG16
+            "block5_conv1", as in the classic recipe).
+        top_block_after: for families whose top block starts with a layer
+            Keras numbers per session (Inception's "conv2d_85"), the named
+            layer that ends the block below it; the top block is every layer
+            after it. One of the two is set.
     """
 
     name: str
@@ -50,6 +58,8 @@ class BackboneSpec:
     top_weights_file: str = ""
     weights_sizes: tuple[int, ...] = ()
     top_layers: tuple[str, ...] = ()
+    top_block: str = ""
+    top_block_after: str = ""
 
     @property
     def builder_path(self) -> str:
@@ -73,83 +83,101 @@ BACKBONES: dict[str, BackboneSpec] = {
             weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
             top_weights_file="vgg16_weights_tf_dim_ordering_tf_kernels.h5",
             top_layers=_VGG_TOP,
+            top_block="block5_conv1",
         ),
         BackboneSpec(
             "vgg19", "VGG19", "caffe", "vgg19",
             weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
             top_weights_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
             top_layers=_VGG_TOP,
+            top_block="block5_conv1",
         ),
         BackboneSpec(
             "resnet50", "ResNet50", "caffe", "resnet",
             weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block="conv5_block1_1_conv",
         ),
         BackboneSpec(
             "resnet101", "ResNet101", "caffe", "resnet",
             weights_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block="conv5_block1_1_conv",
         ),
         BackboneSpec(
             "resnet50v2", "ResNet50V2", "tf", "resnet_v2",
             weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block="conv5_block1_preact_bn",
         ),
         BackboneSpec(
             "mobilenet", "MobileNet", "tf", "mobilenet",
             weights_file="mobilenet_1_0_{rows}_tf_no_top.h5",
             top_weights_file="mobilenet_1_0_{rows}_tf.h5",
             weights_sizes=(128, 160, 192, 224),
+            top_block="conv_dw_12",
         ),
         BackboneSpec(
             "mobilenetv2", "MobileNetV2", "tf", "mobilenet_v2",
             weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
             weights_sizes=(96, 128, 160, 192, 224),
+            top_block="block_13_expand",
         ),
         BackboneSpec(
             "mobilenetv3small", "MobileNetV3Small", "none", "mobilenet_v3",
             weights_file="weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            top_block="expanded_conv_8_expand",
         ),
         BackboneSpec(
             "mobilenetv3large", "MobileNetV3Large", "none", "mobilenet_v3",
             weights_file="weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+            top_block="expanded_conv_12_expand",
         ),
         BackboneSpec(
             "efficientnetb0", "EfficientNetB0", "none", "efficientnet",
             weights_file="efficientnetb0_notop.h5",
+            top_block="block6a_expand_conv",
         ),
         BackboneSpec(
             "efficientnetv2b0", "EfficientNetV2B0", "none", "efficientnet_v2",
             weights_file="efficientnetv2-b0_notop.h5",
+            top_block="block6a_expand_conv",
         ),
         BackboneSpec(
             "inceptionv3", "InceptionV3", "tf", "inception_v3",
             input_size=299, min_size=75,
             weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block_after="mixed8",
         ),
         BackboneSpec(
             "inceptionresnetv2", "InceptionResNetV2", "tf", "inception_resnet_v2",
             input_size=299, min_size=75,
             weights_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block_after="block8_9_ac",
         ),
         BackboneSpec(
             "xception", "Xception", "tf", "xception",
             input_size=299, min_size=71,
             weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block="block14_sepconv1",
         ),
         BackboneSpec(
             "densenet121", "DenseNet121", "torch", "densenet",
             weights_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            top_block="conv5_block1_0_bn",
         ),
         BackboneSpec(
             "nasnetmobile", "NASNetMobile", "tf", "nasnet",
             weights_file="nasnet_mobile_no_top.h5",
+            top_block_after="normal_concat_11",
         ),
         BackboneSpec(
             "nasnetlarge", "NASNetLarge", "tf", "nasnet",
             input_size=331,
             weights_file="nasnet_large_no_top.h5",
+            top_block_after="normal_concat_17",
         ),
         BackboneSpec(
             "convnexttiny", "ConvNeXtTiny", "none", "convnext",
             weights_file="convnext_tiny_notop.h5",
+            top_block="convnext_tiny_downsampling_block_2",
         ),
     ]
 }

@@ -514,15 +514,16 @@ def _cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- finetune
 def _add_finetune_flags(p) -> None:
-    from .finetune import DEFAULT_AUGMENT
+    from .finetune import BACKBONE_LR_FACTOR, DEFAULT_AUGMENT, SCHEDULES
 
     p.add_argument("--data", required=True, help="image folder or CSV/TSV list, as for extract")
     _add_model_flag(p, deprecated=("--head",))
     p.add_argument("--out", required=True, help="folder for the fine-tuned model")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--unfreeze-top", type=int, metavar="N",
-                   help="train the backbone's last N conv/dense layers; BatchNorm stays frozen "
-                        "(default 0: head only)")
+                   help="train the backbone's last N conv/dense layers; 0: the head only "
+                        "(default: the backbone's top block, see `featcache backbones`; "
+                        "BatchNorm always stays frozen)")
     g.add_argument("--unfreeze-from", metavar="LAYER",
                    help="train from this backbone layer up, e.g. block5_conv1")
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
@@ -530,7 +531,17 @@ def _add_finetune_flags(p) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam",
                    help="adam (default), sgd with momentum 0.9, or rmsprop")
     p.add_argument("--learning-rate", type=float,
-                   help="default 1e-5 (adam, rmsprop) or 1e-4 (sgd, momentum 0.9)")
+                   help="the head's peak rate: default 1e-4 (adam, rmsprop) or 1e-3 (sgd, "
+                        "momentum 0.9)")
+    p.add_argument("--backbone-lr-factor", type=float, default=BACKBONE_LR_FACTOR,
+                   help="the unfrozen backbone layers learn at this fraction of the head's rate "
+                        "(default %(default)s)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear warm-up from a tenth of the rate over this many epochs, at most half the run "
+                        "(default 1; 0: none)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="after the warm-up: cosine decay to zero by the last epoch (default) or "
+                        "constant")
     p.add_argument("--patience", type=int, default=3,
                    help="epochs without a lower validation loss before stopping (default 3)")
     p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",

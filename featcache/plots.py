@@ -15,7 +15,8 @@ def _pyplot():
 
 
 def plot_history(history: dict[str, list[float]], path: str, title: str,
-                 best_epoch: int | None = None, phase_start: int | None = None) -> str | None:
+                 best_epoch: int | None = None, phase_start: int | None = None,
+                 phase_start_point: dict | None = None) -> str | None:
     """Training and validation accuracy and loss per epoch, side by side.
 
     Args:
@@ -25,6 +26,9 @@ def plot_history(history: dict[str, list[float]], path: str, title: str,
         best_epoch: 0-based epoch whose weights were kept (marked with a dot).
         phase_start: 0-based epoch where a second phase (fine-tuning) starts
             (drawn as a dashed vertical line).
+        phase_start_point: the second phase's epoch 0, the model evaluated
+            before its first update ({"val_accuracy", "val_loss"}), drawn on
+            that line and joined to the phase's first validation point.
 
     Returns:
         The path, or None when there is nothing to plot.
@@ -44,6 +48,16 @@ def plot_history(history: dict[str, list[float]], path: str, title: str,
                             fillstyle="none", label="kept weights")
         if phase_start is not None:
             ax.axvline(phase_start + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
+            start = (phase_start_point or {}).get(f"val_{metric}")
+            if start is not None:
+                after = (history.get(f"val_{metric}") or [])[phase_start:phase_start + 1]
+                ax.plot([phase_start + 0.5, *(phase_start + 1 for _ in after)], [start, *after], ":",
+                        color="black", linewidth=1)
+                ax.plot(phase_start + 0.5, start, "*", color="black", markersize=9,
+                        label="fine-tuning epoch 0 (before any update)")
+            if best_epoch is None and start is not None:
+                ax.plot(phase_start + 0.5, start, "o", color="black", markersize=12,
+                        fillstyle="none", label="kept weights")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch")

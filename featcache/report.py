@@ -167,14 +167,27 @@ def finetune_summary(s) -> str:
     """One screen for `featcache finetune`."""
     epochs = f"epochs {s.first_epoch}-{s.first_epoch + s.epochs_run - 1}" if s.epochs_run else "no epochs"
     resumed = f", resumed after epoch {s.first_epoch + s.resumed_from - 1}" if s.resumed_from else ""
-    head = (f"featcache finetune: {len(s.trainable_layers)} backbone layer(s) unfrozen, "
-            f"{epochs}{resumed}")
+    unfrozen = (f"{len(s.trainable_layers)} backbone layer(s) unfrozen from {s.trainable_layers[0]}"
+                if s.trainable_layers else "head only (backbone frozen)")
+    head = f"featcache finetune: {unfrozen}, {epochs}{resumed}"
     accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None else "no validation split")
     if s.head_val_accuracy is not None:
         accuracy += f" (the head alone, frozen features: {s.head_val_accuracy:.4f})"
-    pairs = [("accuracy", accuracy), ("training", f"{s.seconds:.1f} s"),
-             ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
-                       "confusion_matrix.png")]
+    pairs = [("accuracy", accuracy)]
+    before = getattr(s, "before_finetune", None)
+    if before:
+        pairs.append(("before tuning", f"{before['val_accuracy']:.4f} on val, loss {before['val_loss']:.4f}"))
+    kept = getattr(s, "best_epoch", None)
+    if kept is not None:
+        pairs.append(("kept", "the starting weights (no epoch lowered the validation loss)" if kept == 0
+                      else f"fine-tuning epoch {kept} (lowest validation loss)"))
+    timing = f"{s.seconds:.1f} s"
+    if getattr(s, "seconds_per_epoch", None):
+        timing += (f", {s.seconds_per_epoch:.1f} s per epoch, {s.images_per_second:.1f} training "
+                   f"images/s ({s.precision})")
+    pairs += [("training", timing),
+              ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
+                        "confusion_matrix.png")]
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
 
 
@@ -222,11 +235,12 @@ def verify_failure(r) -> str:
 
 def backbones_table(listing) -> str:
     """`featcache backbones`: one row per backbone, with its offline weights (a `BackboneListing`)."""
-    lines = [f"{'name':<18} {'builder':<36} {'prep':<6} {'size':>4}  offline weights"]
+    lines = [f"{'name':<18} {'builder':<36} {'prep':<6} {'size':>4}  {'offline weights':<15}  "
+             "fine-tunes (top block)"]
     for row in listing.backbones:
         found = "found" if row["offline_weights"] else ("missing" if listing.weights_dir else "-")
         lines.append(f"{row['name']:<18} {row['builder']:<36} {row['preprocess']:<6} "
-                     f"{row['input_size']:>4}  {found}")
+                     f"{row['input_size']:>4}  {found:<15}  {row.get('top_block', '')}")
     if not listing.weights_dir:
         lines.append("\n(set --weights-dir or FEATCACHE_WEIGHTS_DIR to check for offline weight files)")
     return "\n".join(lines)

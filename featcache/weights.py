@@ -154,5 +154,7 @@ def list_backbone_weights(explicit_dir: str | None = None) -> BackboneListing:
             "preprocess": spec.preprocess, "input_size": spec.input_size, "min_size": spec.min_size,
             "weights_file": choice.file_name, "offline_weights": choice.path,
             "top_layers": list(spec.top_layers),
+            # what `featcache finetune` trains by default
+            "top_block": spec.top_block or f"after {spec.top_block_after}",
         })
     return BackboneListing(offline, rows)

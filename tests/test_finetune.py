@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ import pytest
 from featcache.errors import FeatcacheWarning
 from conftest import REPO, run_cli
 
-from featcache.errors import UsageError
+from featcache.backbones import list_backbones
+from featcache.errors import ParameterError, UsageError
 from featcache.export import export_model
 from featcache.finetune import FinetuneOptions, finetune, parse_augment
 from featcache.predict import predict_images
@@ -51,7 +53,8 @@ def test_only_the_unfrozen_layers_change_and_batchnorm_statistics_stay(small_hea
     _, head = small_head("tiny_hymenoptera")
     data = data_root / "tiny_hymenoptera"
     summary = finetune(str(data), head, str(tmp_path / "ft"),
-                       FinetuneOptions(unfreeze_top=2, epochs=1, augment="none", learning_rate=1e-3),
+                       FinetuneOptions(unfreeze_top=2, epochs=1, augment="none", learning_rate=1e-3,
+                                       early_stopping=False),  # keep the epoch, better or not
                        progress=False)
     assert summary.trainable_layers == ["conv_dw_13", "conv_pw_13"]
     tuned = keras.models.load_model(tmp_path / "ft" / "model.keras")
@@ -171,3 +174,111 @@ def test_mixed_precision_is_a_deprecated_spelling_of_float16():
     with pytest.warns(FeatcacheWarning, match="mixed_precision is deprecated"):
         options = FinetuneOptions(mixed_precision=True)
     assert options.precision == "float16"
+
+
+def test_default_unfreezes_the_top_block_and_starts_where_the_head_ended(small_head, data_root, tmp_path):
+    """No unfreeze flag: MobileNet's top block trains. Before the first update, the fused model
+    scores what the head scored on its cache (same images, same features, inference mode)."""
+    _, head = small_head("tiny_hymenoptera")
+    out = tmp_path / "ft"
+    summary = finetune(str(data_root / "tiny_hymenoptera"), head, str(out), FinetuneOptions(epochs=1),
+                       progress=False)
+    assert summary.trainable_layers == ["conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"]
+    assert summary.to_json()["trainable_layers"] == summary.trainable_layers
+    history = json.loads((out / "history.json").read_text())
+    before = history["before_finetune"]
+    head_metrics = json.loads(Path(head, "metrics.json").read_text())
+    assert head_metrics["split"] == "val" and head_metrics["rows"] == 8
+    assert abs(before["val_accuracy"] - head_metrics["accuracy"]) <= 1 / 8 + 1e-6  # one image
+    assert before["val_loss"] > 0 and summary.before_finetune == before
+    assert summary.seconds_per_epoch > 0 and summary.images_per_second > 0
+    assert (out / "history.png").exists()
+
+
+def test_head_only_when_asked_and_a_run_that_only_gets_worse_keeps_the_starting_weights(
+        small_head, data_root, tmp_path):
+    import keras
+
+    _, head = small_head("tiny_hymenoptera")
+    out = tmp_path / "ft"
+    # a rate this high wrecks the model in one epoch: the starting weights must be what is kept
+    summary = finetune(str(data_root / "tiny_hymenoptera"), head, str(out),
+                       FinetuneOptions(unfreeze_top=0, epochs=1, warmup_epochs=0, learning_rate=3.0,
+                                       augment="none"), progress=False)
+    assert summary.trainable_layers == []
+    history = json.loads((out / "history.json").read_text())
+    assert history["val_loss"][-1] > history["before_finetune"]["val_loss"]
+    assert summary.best_epoch == 0 and history["kept_epoch"] == 0
+    assert summary.val_accuracy == pytest.approx(history["before_finetune"]["val_accuracy"])
+    tuned = keras.models.load_model(out / "model.keras")  # loads without featcache's optimizer
+    before = keras.models.load_model(os.path.join(head, "model.keras"))
+    for a, b in zip(before.get_weights(), _nested(tuned, "head_").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backbone_layers_learn_at_a_fraction_of_the_head_rate():
+    """Discriminative rates: one SGD step moves the scaled variables `factor` times as far."""
+    import keras
+
+    from featcache.finetune import make_finetune_optimizer
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(3, name="top")(keras.layers.Dense(5, name="base")(inputs))
+    model = keras.Model(inputs, outputs)
+    x, y = np.random.default_rng(0).normal(size=(8, 4)), np.random.default_rng(1).normal(size=(8, 3))
+    options = FinetuneOptions(optimizer="sgd", learning_rate=0.1, backbone_lr_factor=0.25,
+                              warmup_epochs=0, schedule="constant")
+    moves = []
+    for scaled in ([], [0, 1]):  # model.trainable_variables[0:2]: the base layer's kernel and bias
+        model.set_weights([np.full(w.shape, 0.5, "float32") for w in model.get_weights()])
+        model.compile(optimizer=make_finetune_optimizer(keras, options, 1, scaled), loss="mse")
+        start = model.get_weights()
+        model.train_on_batch(x, y)
+        moves.append([a - b for a, b in zip(model.get_weights(), start)])
+    plain, discriminative = moves
+    for i in (0, 1):
+        np.testing.assert_allclose(discriminative[i], 0.25 * plain[i], rtol=1e-5, atol=1e-7)
+    for i in (2, 3):
+        np.testing.assert_allclose(discriminative[i], plain[i], rtol=1e-5, atol=1e-7)
+
+
+def test_warm_up_then_cosine_decay():
+    import keras
+
+    from featcache.finetune import learning_rate_schedule
+
+    schedule = learning_rate_schedule(keras, FinetuneOptions(learning_rate=1e-3, epochs=5), 10)
+    rates = [float(schedule(step)) for step in (0, 10, 30, 50)]
+    assert rates[0] == pytest.approx(1e-4) and rates[1] == pytest.approx(1e-3)
+    assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-9)
+    short = learning_rate_schedule(keras, FinetuneOptions(learning_rate=1e-3, epochs=1), 10)
+    assert float(short(5)) == pytest.approx(1e-3)  # a one-epoch run warms up for half of it
+    with pytest.raises(ParameterError, match="warmup_epochs"):
+        FinetuneOptions(warmup_epochs=-1).validate()
+    with pytest.raises(ParameterError, match="backbone_lr_factor"):
+        FinetuneOptions(backbone_lr_factor=0).validate()
+
+
+@pytest.mark.slow  # builds every backbone in the registry (~1 min)
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_names_a_top_block_that_fine_tuning_trains_by_default(name):
+    from featcache.backbones import get_backbone
+    from featcache.feature_model import build_feature_extractor
+    from featcache.finetune import set_trainable, top_block_start
+
+    spec = get_backbone(name)
+    with pytest.warns(FeatcacheWarning, match="random"):
+        extractor = build_feature_extractor(name, max(96, spec.min_size), weights="none")
+    backbone = extractor.backbone
+    assert top_block_start(backbone, spec) is not None, f"{name}: top block not found"
+    trainable = set_trainable(backbone, None, None, spec)
+    import keras
+
+    names = [layer.name for layer in backbone.layers]
+    assert trainable and len(trainable) < sum(1 for layer in backbone.layers if layer.weights)
+    # the top: every layer with weights from the first trained one up, except BatchNorm
+    assert trainable == [layer.name for layer in backbone.layers[names.index(trainable[0]):]
+                         if layer.weights
+                         and not isinstance(layer, keras.layers.BatchNormalization)]
+    assert set_trainable(backbone, 0, None, spec) == []
