@@ -262,7 +262,7 @@ def decode_bytes(data: bytes, spec: ResizeSpec, name: str = "<bytes>",
         raise BadImageError(name, f"refused as a decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
             KeyError, ZeroDivisionError, MemoryError) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # one line (libheif ends in \n)
         if "cannot identify image file" in reason:
             reason = "not an image Pillow can read"
         raise BadImageError(name, reason) from None

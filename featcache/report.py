@@ -52,6 +52,11 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
         ("time", " · ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in s.timing.items())
                  + f" · total {s.seconds:.1f}s"),
     ]
+    if s.decode_bound:
+        hint = ("; --decode fast reads large JPEGs several times faster" if s.decode == "exact"
+                else "; more cores (or --workers) would help")
+        pairs.append(("pace", f"decode-bound: the backbone waited {s.timing['wait_for_decode']:.1f} s "
+                              f"for decoded images ({s.decode} decode){hint}"))
     if s.ignored:
         pairs.append(("ignored", f"{s.ignored} file(s) passed over: hidden, not images, or "
                                  "symlink loops (see featcache info --json)"))
@@ -90,7 +95,8 @@ def cache_info(manifest: dict) -> str:
                      f"layer {fp['layer'] or manifest.get('extraction', {}).get('tap', 'final output')}, "
                      f"pooling {fp['pooling']}"),
         ("input", f"{fp['input_size'][0]}x{fp['input_size'][1]}, {fp['resize']['method']} "
-                  f"{fp['resize']['aspect']}, preprocessing {fp['preprocessing']['mode']}"),
+                  f"{fp['resize']['aspect']}, {fp['resize'].get('decode', 'exact')} decode, "
+                  f"preprocessing {fp['preprocessing']['mode']}"),
         ("features", f"{shape_text(fp['feature_shape'])} {fp['dtype']} per image"),
         ("weights", weights_text),
         ("classes", f"{len(classes)}: {', '.join(classes[:12])}" + (" ..." if len(classes) > 12 else "")),

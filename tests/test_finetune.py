@@ -127,7 +127,7 @@ def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, t
     assert metrics["accuracy"] == pytest.approx(json.load(open(os.path.join(out, "metrics.json")))["accuracy"])
     info = export_model(out, str(tmp_path / "ft.keras"))
     exported = keras.models.load_model(info["model"])
-    pixels = np.stack([read_image(r["path"], ResizeSpec((SIZE, SIZE)))[0] for r in rows]).astype("float32")
+    pixels = np.stack([read_image(r["path"], ResizeSpec.from_fingerprint(info["input"]["resize"]))[0] for r in rows]).astype("float32")
     scores = np.asarray(exported.predict(pixels, verbose=0))
     expected = [[next(c["score"] for c in r["top_k"] if c["label"] == n) for n in info["class_names"]]
                 for r in rows]
