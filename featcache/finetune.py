@@ -10,6 +10,13 @@ normalising with their ImageNet statistics. (Calling the base with
 training=False is not enough in Keras 3: a Functional model passes fit's
 training=True down to nested models, keras-team/keras#20285.) Every epoch writes a checkpoint; `resume=True` continues an
 interrupted run from its last finished epoch, in the same data order.
+
+The image files are decoded in the first epoch only: their uint8 pixels at
+the model's input size are kept for the run (in memory when they fit, else in
+a temporary file in the checkpoint folder), so the epochs after it do not
+decode again. history.json records, per fine-tuning epoch, the seconds it
+took ("epoch_seconds") and the CPU seconds spent decoding files
+("decode_seconds"); the decode mode is the head's cache's.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class FinetuneOptions:
     test_fraction: float = 0.0
     seed: int = 0
     workers: int | None = None
+    keep_pixels: bool = True  # decode the files once per run, not once per epoch
     # deprecated: precision="float16"
     mixed_precision: bool = field(default=False, repr=False, metadata={"deprecated": True})
 
@@ -202,13 +210,14 @@ class FinetuneSummary:
     trainable_layers: list[str]
     resumed_from: int | None
     metrics: dict = field(default_factory=dict)
+    pixels: dict = field(default_factory=dict)  # where the decoded pixels were kept
 
     def to_json(self) -> dict:
         return {"out": self.out, "val_accuracy": self.val_accuracy,
                 "head_val_accuracy": self.head_val_accuracy, "seconds": round(self.seconds, 3),
                 "epochs_run": self.epochs_run, "first_epoch": self.first_epoch,
                 "trainable_layers": len(self.trainable_layers), "resumed_from": self.resumed_from,
-                "top5_accuracy": self.metrics.get("top5_accuracy")}
+                "top5_accuracy": self.metrics.get("top5_accuracy"), "pixels_kept": self.pixels}
 
 
 def _items(dataset, class_names: list[str], split: str) -> list[Item]:
@@ -223,12 +232,21 @@ def _save_model_atomic(model, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool):
-    """Saves last/best models and the run state each epoch; stops after `patience` bad epochs."""
+def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool,
+                         feeds=()):
+    """Saves last/best models and the run state each epoch; stops after `patience` bad epochs.
+
+    Also records each epoch's seconds and the decode CPU seconds of `feeds`.
+    """
 
     class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            logs["epoch_seconds"] = round(time.perf_counter() - self.started, 3)
+            logs["decode_seconds"] = round(sum(f.take_decode_seconds() for f in feeds), 3)
             for key, value in logs.items():
                 state["history"].setdefault(key, []).append(value)
             state["epochs_done"] += 1
@@ -349,18 +367,27 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
     per_class = class_weights(np.array([i.label for i in train_items]), head.n_classes,
                               options.class_weight)
     first = state["epochs_done"]
+    stores = _pixel_stores(setup, options, backbone.resize, train_items, val_items)
     train_feed = image_batches_for(keras, train_items, backbone.resize, head.n_classes, options,
-                                   True, first, per_class)
-    val_feed = (image_batches_for(keras, val_items, backbone.resize, head.n_classes, options, False, 0)
+                                   True, first, per_class, stores[0])
+    val_feed = (image_batches_for(keras, val_items, backbone.resize, head.n_classes, options, False, 0,
+                                  store=stores[1])
                 if val_items else None)
+    feeds = [f for f in (train_feed, val_feed) if f is not None]
     callbacks = [_checkpoint_callback(keras, setup.checkpoint, state, options.patience,
-                                      options.early_stopping),
+                                      options.early_stopping, feeds),
                  epoch_bar(keras, options.epochs - first, progress, desc="fine-tune")]
     stopped = options.early_stopping and val_feed is not None and state["wait"] >= options.patience
     started = time.perf_counter()
-    if first < options.epochs and not stopped:
-        model.fit(train_feed, validation_data=val_feed, callbacks=callbacks, verbose=0,
-                  initial_epoch=head_epochs + first, epochs=head_epochs + options.epochs)
+    try:
+        if first < options.epochs and not stopped:
+            model.fit(train_feed, validation_data=val_feed, callbacks=callbacks, verbose=0,
+                      initial_epoch=head_epochs + first, epochs=head_epochs + options.epochs)
+    finally:
+        kept = _kept_pixels(stores)
+        for store in stores:
+            if store is not None:
+                store.close()
     seconds = time.perf_counter() - started
 
     best = os.path.join(setup.checkpoint, "best.keras")
@@ -375,7 +402,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
         head_val_accuracy=read_json(head_metrics)["accuracy"] if os.path.isfile(head_metrics) else None,
         seconds=seconds, epochs_run=state["epochs_done"], first_epoch=head_epochs + 1,
         trainable_layers=state["trainable_layers"], resumed_from=first if resume else None,
-        metrics=metrics)
+        metrics=metrics, pixels=kept)
 
 
 def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) -> None:
@@ -400,11 +427,43 @@ def _write_outputs(setup: _Setup, model, metrics, state, head_history, seconds) 
     shutil.rmtree(setup.checkpoint, ignore_errors=True)
 
 
-def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None):
+def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None,
+                      store=None):
     from .image_feed import image_batches
 
     return image_batches(keras, items, resize, n_classes, options.batch_size, shuffle, options.seed,
-                         first_epoch, options.workers, weights)
+                         first_epoch, options.workers, weights, store)
+
+
+def _pixel_stores(setup: _Setup, options: FinetuneOptions, resize, train_items, val_items):
+    """Where the run keeps its decoded pixels: (train store, val store), None when not kept."""
+    from .image_feed import PixelStore, available_memory, MEMORY_FRACTION
+
+    if not options.keep_pixels:
+        return None, None
+    for name in os.listdir(setup.checkpoint):  # an interrupted run's: its pixels are decoded again
+        if name.startswith("pixels-") and name.endswith(".tmp"):
+            os.remove(os.path.join(setup.checkpoint, name))
+    free = available_memory()
+    budget = int(free * MEMORY_FRACTION) if free else 1 << 30
+    train = PixelStore(len(train_items), resize.size, setup.checkpoint, budget)
+    left = budget - train.nbytes if train.where == "memory" else 0
+    val = PixelStore(len(val_items), resize.size, setup.checkpoint, max(0, left)) if val_items else None
+    return train, val
+
+
+def _kept_pixels(stores) -> dict:
+    """What the run's pixel stores held: bytes in memory and in a temporary file."""
+    kept = {"memory_bytes": 0, "file_bytes": 0, "file": None}
+    for store in stores:
+        if store is None:
+            continue
+        if store.where == "memory":
+            kept["memory_bytes"] += store.nbytes
+        else:
+            kept["file_bytes"] += store.nbytes
+            kept["file"] = kept["file"] or os.path.dirname(store.path)
+    return kept
 
 
 def _score(model, items, resize, options) -> tuple[np.ndarray, np.ndarray]:

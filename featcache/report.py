@@ -167,9 +167,17 @@ def finetune_summary(s) -> str:
     accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None else "no validation split")
     if s.head_val_accuracy is not None:
         accuracy += f" (the head alone, frozen features: {s.head_val_accuracy:.4f})"
-    pairs = [("accuracy", accuracy), ("training", f"{s.seconds:.1f} s"),
-             ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
-                       "confusion_matrix.png")]
+    pairs = [("accuracy", accuracy), ("training", f"{s.seconds:.1f} s")]
+    kept = getattr(s, "pixels", None) or {}
+    if kept.get("memory_bytes") or kept.get("file_bytes"):
+        where = []
+        if kept["memory_bytes"]:
+            where.append(f"{human_bytes(kept['memory_bytes'])} in memory")
+        if kept["file_bytes"]:
+            where.append(f"{human_bytes(kept['file_bytes'])} in a temporary file in {kept['file']}")
+        pairs.append(("pixels", "decoded once, kept for the run: " + " and ".join(where)))
+    pairs.append(("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
+                           "confusion_matrix.png"))
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
 
 
