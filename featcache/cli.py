@@ -545,6 +545,9 @@ def _add_finetune_flags(p) -> None:
     _add_fraction_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seed of augmentation and data order (default 0)")
     p.add_argument("--workers", type=int, help="decoding threads (default: CPU count, at most 8)")
+    p.add_argument("--no-keep-pixels", dest="keep_pixels", action="store_false",
+                   help="decode the image files again every epoch instead of keeping their pixels "
+                        "for the run (in memory, or a temporary file in --out when they do not fit)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     _add_weights_flags(p)
     _add_trust_flag(p)
