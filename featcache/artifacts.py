@@ -135,6 +135,9 @@ def write_model_files(folder: str, *, kind: str, head: str, model_file: str, cla
     return config
 
 
+INT8_MODEL_DIR = "int8_model"  # in a head folder trained on an int8 cache
+
+
 def write_head(folder: str, head, cache, training: dict) -> dict:
     """Save the model, config.json and fingerprint.json; returns the config."""
     model_file = head.save(folder)
@@ -148,6 +151,13 @@ def write_head(folder: str, head, cache, training: dict) -> dict:
                   "tap": manifest.get("extraction", {}).get("tap")},
         fingerprint={"fingerprint_hash": cache.fingerprint_hash, "fingerprint": cache.fingerprint},
         training=training)
+    quantized = manifest.get("quantization")
+    if quantized:  # precision int8: the head predicts with the very model its features came from
+        import shutil
+
+        shutil.rmtree(os.path.join(folder, INT8_MODEL_DIR), ignore_errors=True)
+        shutil.copytree(os.path.join(cache.path, quantized["model"]),
+                        os.path.join(folder, INT8_MODEL_DIR))
     if kind == "sklearn":
         _remember(config["model_sha256"])
     return config

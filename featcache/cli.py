@@ -174,7 +174,12 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="what the backbone computes in: float32 (default), bfloat16 (about 2x "
                         "faster for VGG-size backbones on CPUs with AVX512_BF16/AMX, see "
-                        "`featcache hardware`) or float16 (GPUs); part of the cache's fingerprint")
+                        "`featcache hardware`), float16 (GPUs) or int8 (with --runtime openvino: "
+                        "quantized on your training images, its feature error measured and "
+                        "reported); part of the cache's fingerprint")
+    g.add_argument("--calibration-images", type=int, default=300, metavar="N",
+                   help="--precision int8: how many training images (drawn with --seed) "
+                        "calibrate the quantization (default 300)")
     g.add_argument("--resize", choices=sorted(RESAMPLING), default="bilinear",
                    help="resampling filter (default bilinear)")
     g.add_argument("--aspect", choices=ASPECTS, default="stretch",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import preprocessing
 from ._keras import import_keras
 from .backbones import BackboneSpec, get_backbone
-from .errors import FeatcacheWarning, UsageError, WeightsError
+from .errors import FeatcacheWarning, UsageError, WeightsError, param
 from .fileio import sha256_file
 from .hardware import check_precision
 from .runtimes import check_runtime, describe_runtime, import_openvino
@@ -77,6 +77,7 @@ class FeatureExtractor:
     backbone: object = None
     precision: str = "float32"
     runtime: str = "keras"
+    quantized: object = None  # quantize.Quantized, for precision int8
     _buffer: object = field(default=None, repr=False, compare=False)
     _call: object = field(default=None, repr=False, compare=False)
 
@@ -97,7 +98,9 @@ class FeatureExtractor:
             if self.runtime == "openvino":
                 from .runtimes import openvino_call
 
-                self._call = openvino_call(model, self.precision)
+                self._call = openvino_call(
+                    model, self.precision,
+                    model_file=self.quantized.model_path if self.quantized is not None else None)
             elif keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
@@ -148,8 +151,14 @@ class FeatureExtractor:
             "feature_shape": list(self.feature_shape),
             # only when reduced, so float32 caches made before precisions existed keep their key
             **({"precision": self.precision} if self.precision != "float32" else {}),
-            **({"runtime": describe_runtime(self.runtime)} if self.runtime != "keras" else {}),
+            **({"runtime": self._describe_runtime()} if self.runtime != "keras" else {}),
         }
+
+    def _describe_runtime(self) -> dict:
+        described = describe_runtime(self.runtime)
+        if self.quantized is not None:  # which images calibrated the int8 model
+            described["calibration"] = dict(self.quantized.calibration)
+        return described
 
 
 def check_options(spec: BackboneSpec, image_size: int, layer: str | None, pooling: str | None) -> None:
@@ -247,6 +256,7 @@ def build_feature_extractor(
     seed: int = 0,
     precision: str = "float32",
     runtime: str = "keras",
+    int8_model: str | None = None,
 ) -> FeatureExtractor:
     """Build the frozen feature model for one backbone and tap.
 
@@ -266,6 +276,8 @@ def build_feature_extractor(
         runtime: "keras", or "openvino" to run the same model through OpenVINO
             (converted from the Keras model; `precision` becomes its
             inference-precision hint).
+        int8_model: for precision "int8", the folder of the quantized model
+            (quantize.py; `extract` makes it from the training images).
 
     Raises:
         UsageError, WeightsError: see messages.
@@ -280,10 +292,19 @@ def build_feature_extractor(
     if choice.source == "none":
         warnings.warn(FeatcacheWarning(RANDOM_WEIGHTS_WARNING), stacklevel=2)
         keras.utils.set_random_seed(int(seed))
-    check_precision(precision)
     check_runtime(runtime)
+    check_precision(precision, runtime)
     if runtime == "openvino":
         import_openvino()  # says how to install it, before anything is built
+    quantized = None
+    if precision == "int8":
+        from . import quantize
+
+        quantized = quantize.load(int8_model) if int8_model else None
+        if quantized is None:
+            raise UsageError(f"{param('precision')} int8 needs the quantized model that "
+                             f"featcache extract makes from the training images; none found at "
+                             f"{int8_model or '(no folder given)'}.")
     keras_precision = precision if runtime == "keras" else "float32"  # OpenVINO casts itself
     with dtype_policy(keras_precision):
         base = _build_base(keras, spec, choice, size, include_top)
@@ -326,6 +347,7 @@ def build_feature_extractor(
         backbone=tapped,
         precision=precision,
         runtime=runtime,
+        quantized=quantized,
     )
     if runtime == "openvino":
         # convert and compile now, as part of building: OpenVINO's conversion can start

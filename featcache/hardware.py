@@ -13,15 +13,22 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-PRECISIONS = ("float32", "bfloat16", "float16")  # what a backbone can compute in
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")  # what a backbone can compute in
+KERAS_PRECISIONS = PRECISIONS[:3]  # int8 is OpenVINO's alone (quantize.py)
 
 
-def check_precision(precision: str) -> str:
-    """Raises ParameterError unless `precision` is one featcache computes in."""
+def check_precision(precision: str, runtime: str | None = "keras") -> str:
+    """Raises ParameterError unless `precision` is one featcache computes in with `runtime`.
+
+    runtime None checks the name only.
+    """
+    from .errors import ParameterError
+
     if precision not in PRECISIONS:
-        from .errors import ParameterError
-
         raise ParameterError("precision", precision, f"allowed values are {', '.join(PRECISIONS)}.")
+    if precision == "int8" and runtime not in (None, "openvino"):
+        raise ParameterError("precision", precision, "int8 runs on the OpenVINO runtime only: add "
+                             "{param:runtime} openvino.")
     return precision
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _FP16_FLAGS = ("avx512_fp16", "amx_fp16")
@@ -110,7 +117,7 @@ def warn_if_emulated(precision: str) -> None:
 
 def precision_warning(precision: str, cpu: CpuInfo | None = None, on_gpu: bool = False) -> str | None:
     """Why `precision` will be slower here than float32, or None when it is native."""
-    if precision == "float32" or on_gpu:
+    if precision in ("float32", "int8") or on_gpu:  # int8 pays on AVX2 CPUs too (issue 18)
         return None
     cpu = cpu or cpu_info()
     native = cpu.native_bfloat16 if precision == "bfloat16" else cpu.native_float16

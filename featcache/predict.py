@@ -36,7 +36,7 @@ class Backbone:
 
 def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None = None,
                       weights: str | None = None, precision: str | None = None,
-                      runtime: str | None = None) -> Backbone:
+                      runtime: str | None = None, model_dir: str | None = None) -> Backbone:
     """Rebuild the feature model a head's training cache was made with.
 
     Args:
@@ -51,6 +51,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
         runtime: run it with another runtime than the cache's ("keras",
             "openvino"); at float32 both give the same features to 1e-6, so
             only a change of precision warns. Default: the cache's runtime.
+        model_dir: the head folder (an int8 head keeps its quantized model there).
 
     Raises:
         FingerprintMismatchError: what can be built here differs (weights bytes,
@@ -90,8 +91,21 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
                 "running the backbone with Keras instead (the same float32 features)."),
                 stacklevel=2)
             runtime = "keras"
+    int8_model = None
+    if precision == "int8":
+        from .artifacts import INT8_MODEL_DIR
+
+        if runtime != "openvino" or "openvino" not in installed_runtimes():
+            precision = "float32"  # Keras runs the float model the int8 one came from (warned below)
+        else:
+            int8_model = os.path.join(model_dir or "", INT8_MODEL_DIR)
+            if model_dir is None or not os.path.isdir(int8_model):
+                raise UsageError(f"The head was trained on int8 features, and its quantized model "
+                                 f"is not in {int8_model}: pass {param('precision')} float32 to "
+                                 "use the float model instead.")
     extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
-                                        fp["pooling"], weights, weights_dir, seed, precision, runtime)
+                                        fp["pooling"], weights, weights_dir, seed, precision, runtime,
+                                        int8_model)
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
     if runtime != (made_by or {}).get("name", "keras"):  # a deliberate choice, same arithmetic
         rebuilt.pop("runtime", None)
@@ -145,7 +159,8 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
         return PixelScorer(config["class_names"], resize_of(fingerprint), keras_scores(model),
                            fingerprint, config)
     head, config, fingerprint = load_head(model_dir, trust=trust)
-    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision, runtime)
+    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision, runtime,
+                                 model_dir)
     return PixelScorer(head.class_names, backbone.resize,
                        lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
                        fingerprint, config)

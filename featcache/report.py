@@ -52,6 +52,12 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
         ("time", " · ".join(f"{k.replace('_', ' ')} {v:.1f}s" for k, v in s.timing.items())
                  + f" · total {s.seconds:.1f}s"),
     ]
+    if s.quantization:
+        fid, cal = s.quantization["fidelity"], s.quantization["calibration"]
+        pairs.append(("int8", f"features move {fid['relative_l2']:.1%} from float32 (median "
+                              f"relative L2 over {fid['held_out']} held-out training images, worst "
+                              f"{fid['worst']:.1%}); calibrated on {cal['images']} training images "
+                              f"(seed {cal['seed']})"))
     if s.decode_bound:
         hint = ("; --decode fast reads large JPEGs several times faster" if s.decode == "exact"
                 else "; more cores (or --workers) would help")

@@ -58,21 +58,22 @@ def describe_runtime(runtime: str) -> dict:
     return {"name": runtime, "version": runtime_version(runtime)}
 
 
-def openvino_call(keras_model, precision: str = "float32", threads: int | None = None):
-    """Convert and compile a Keras model with OpenVINO; returns f(batch) -> numpy features.
+def openvino_compile(ov_model, precision: str = "float32", threads: int | None = None):
+    """Compile an OpenVINO model for the CPU; returns f(batch) -> numpy features.
 
     Args:
         precision: "float32", "bfloat16" or "float16", as OpenVINO's inference
             precision hint (bfloat16 runs natively on CPUs with AVX512_BF16/AMX).
+            An int8 model (quantize.py) compiles with "float32": its int8 parts
+            stay int8 and the rest runs exact.
         threads: inference threads (default: every core).
     """
     ov = import_openvino()
-    converted = ov.convert_model(keras_model)
     config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
               # one request at a time: the latency hint (THROUGHPUT only pays with many in flight)
               "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1)}
-    compiled = ov.Core().compile_model(converted, "CPU", config)
+    compiled = ov.Core().compile_model(ov_model, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.outputs[0]
 
@@ -80,3 +81,12 @@ def openvino_call(keras_model, precision: str = "float32", threads: int | None =
         return request.infer([batch])[output].copy()
 
     return call
+
+
+def openvino_call(keras_model, precision: str = "float32", threads: int | None = None,
+                  model_file: str | None = None):
+    """Convert a Keras model with OpenVINO (or read `model_file`, a saved int8 model) and compile it."""
+    ov = import_openvino()
+    if model_file is not None:
+        return openvino_compile(ov.Core().read_model(model_file), "float32", threads)
+    return openvino_compile(ov.convert_model(keras_model), precision, threads)

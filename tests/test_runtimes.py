@@ -80,3 +80,55 @@ def test_openvino_missing_says_how_to_install_it(tmp_path):
                           capture_output=True, text=True, cwd=str(REPO), timeout=300)
     assert proc.returncode == 2
     assert 'pip install "featcache[openvino]"' in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+@pytest.mark.slow  # quantizes twice and converts five times: over a minute
+def test_int8_quantizes_on_the_training_images_reports_its_error_and_predicts(tiny, tmp_path):
+    pytest.importorskip("nncf")
+    from test_core_path import noise_folder
+
+    from featcache.errors import ParameterError
+    from featcache.predict import predict_images
+    from featcache.train import train_head
+
+    data = noise_folder(tmp_path / "data", {"train": 8, "val": 3})
+    opts = dict(data=str(data), out=str(tmp_path / "cache"), backbone="tinycnn", weights="none",
+                runtime="openvino", progress=False)
+    with pytest.raises(ParameterError, match="runtime"):
+        featcache.ExtractOptions(**{**opts, "runtime": "keras"}, precision="int8").validate()
+    summary = featcache.extract(featcache.ExtractOptions(precision="int8", calibration_images=10,
+                                                         **opts))
+    q = summary.quantization
+    assert q["calibration"]["images"] == 10 and len(q["calibration"]["sha256"]) == 64
+    assert 0 <= q["fidelity"]["relative_l2"] <= q["fidelity"]["worst"]
+    assert q["fidelity"]["held_out"] >= 1
+    cache = featcache.FeatureCache(summary.cache)
+    assert cache.fingerprint["precision"] == "int8"
+    assert cache.fingerprint["runtime"]["calibration"] == q["calibration"]
+    assert cache.manifest["quantization"]["fidelity"] == q["fidelity"]
+    model_dir = tmp_path / "cache" / q["model"]
+    made = (model_dir / "model.xml").stat().st_mtime_ns
+
+    # the same options resume with the same int8 model; float32 there is refused, naming it
+    again = featcache.extract(featcache.ExtractOptions(precision="int8", calibration_images=10,
+                                                       **opts))
+    assert again.shards_reused == summary.shards_written and again.images_extracted == 0
+    assert (model_dir / "model.xml").stat().st_mtime_ns == made
+    with pytest.raises(FingerprintMismatchError, match="precision"):
+        featcache.extract(featcache.ExtractOptions(**opts))
+    # another calibration sample is another fingerprint
+    with pytest.raises(FingerprintMismatchError, match="runtime"):
+        featcache.extract(featcache.ExtractOptions(precision="int8", calibration_images=5, **opts))
+
+    head = tmp_path / "head"
+    train_head(summary.cache, "logreg", str(head), progress=False)
+    assert (head / "int8_model" / "model.xml").is_file()
+    val = featcache.load_features(summary.cache, "val")
+    rows = predict_images(str(head), [str(data / "val")], top_k=len(val.class_names))
+    from featcache.artifacts import load_head
+
+    expected = load_head(str(head))[0].predict_proba(val.features)
+    by_path = {r["path"]: r for r in rows}
+    scores = {p: {t["label"]: t["score"] for t in r["top_k"]} for p, r in by_path.items()}
+    got = np.array([[scores[str(data / p)][c] for c in val.class_names] for p in val.paths])
+    assert np.abs(got - expected).max() < 1e-4  # predict runs the very int8 model of the cache

@@ -23,6 +23,7 @@ SLICE_MANIFEST = "slice.json"
 LOCK_FILE = "lock"
 SHARDS_DIR = "shards"
 PARTS_DIR = "parts"
+INT8_DIR = "int8"  # precision int8: the quantized feature models (quantize.py), one per calibration
 
 
 def shard_relpath(split: str, index: int, plan_hash: str) -> str:
@@ -77,9 +78,13 @@ def has_rows(cache_dir: str) -> bool:
 
 def remove_if_unused(cache_dir: str) -> None:
     """Remove a cache folder this run created if it holds nothing but its lock."""
-    shards = os.path.join(cache_dir, SHARDS_DIR)
-    if os.path.isdir(shards) and not os.listdir(shards):
-        os.rmdir(shards)
+    for sub in (SHARDS_DIR, INT8_DIR):
+        if sub == INT8_DIR and not has_rows(cache_dir):  # a quantized model without rows
+            import shutil
+
+            shutil.rmtree(os.path.join(cache_dir, sub), ignore_errors=True)
+        elif os.path.isdir(os.path.join(cache_dir, sub)) and not os.listdir(os.path.join(cache_dir, sub)):
+            os.rmdir(os.path.join(cache_dir, sub))
     leftover = set(os.listdir(cache_dir)) - {LOCK_FILE, IDENTITY_FILE}
     if not leftover and not has_rows(cache_dir):
         for name in (LOCK_FILE, IDENTITY_FILE):

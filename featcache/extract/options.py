@@ -35,6 +35,7 @@ class ExtractOptions:
     dtype: str = "float32"
     precision: str = "float32"
     runtime: str = "keras"
+    calibration_images: int = 300  # precision int8: training images NNCF calibrates on
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     root: str | None = None
@@ -84,8 +85,13 @@ class ExtractOptions:
                 raise ParameterError(name, getattr(self, name), "must be at least 1.")
         if self.workers is not None and self.workers < 1:
             raise ParameterError("workers", self.workers, "must be at least 1.")
-        check_precision(self.precision)
         check_runtime(self.runtime)
+        check_precision(self.precision, self.runtime)
+        if int(self.calibration_images) < 1:
+            raise ParameterError("calibration_images", self.calibration_images, "must be at least 1.")
+        if self.precision == "int8" and self.engine != "local":
+            raise UsageError(f"{param('precision')} int8 quantizes on this machine before "
+                             f"extracting: use {param('engine')}=local.")
         if self.decode is not None and self.decode not in DECODES:
             raise ParameterError("decode", self.decode, f"allowed values are {', '.join(DECODES)}.")
         if self.dtype not in DTYPES:
@@ -138,6 +144,7 @@ class ExtractOptions:
             batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
             precision=fp.get("precision", "float32"),
             runtime=(fp.get("runtime") or {}).get("name", "keras"),
+            calibration_images=((fp.get("runtime") or {}).get("calibration") or {}).get("images", 300),
             val_fraction=source.get("val_split", 0.0), test_fraction=source.get("test_split", 0.0),
             root=source["root"] if source.get("layout") == "list" else None,
             # the plan check of a repair refuses any list that is not what it was

@@ -78,13 +78,14 @@ class BuildSpec:
     augment: AugmentSpec | None = None
     precision: str = "float32"
     runtime: str = "keras"
+    int8_model: str | None = None  # precision int8: the quantized model's folder
 
     def build(self):
         from ..feature_model import build_feature_extractor
 
         return build_feature_extractor(self.backbone, self.image_size, self.layer, self.pooling,
                                        self.weights, self.weights_dir, self.seed, self.precision,
-                                       self.runtime)
+                                       self.runtime, self.int8_model)
 
 
 @dataclass

@@ -186,11 +186,24 @@ def _decode_mode(asked: str | None, out: str) -> str:
 def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: Dataset, out: str,
                     timing: dict, started: float, rebuild, after_batch) -> ExtractSummary:
     with CacheLock(out):
+        quantized, made = None, False
+        if build.precision == "int8":
+            start = time.perf_counter()
+            quantized, made = _int8_model(out, build, dataset, options)
+            timing["quantize"] = time.perf_counter() - start
+            build = replace(build, int8_model=quantized.folder)
         start = time.perf_counter()
-        info = engine.prepare(build)
-        timing["build_model"] = time.perf_counter() - start
-        fingerprint, fph = info.fingerprint, info.fingerprint_hash
-        init_identity(out, fingerprint, fph)
+        try:
+            info = engine.prepare(build)
+            timing["build_model"] = time.perf_counter() - start
+            fingerprint, fph = info.fingerprint, info.fingerprint_hash
+            init_identity(out, fingerprint, fph)
+        except BaseException:
+            if made:  # this run's quantized model belongs to no cache
+                import shutil
+
+                shutil.rmtree(quantized.folder, ignore_errors=True)
+            raise
         remove_stale_temporaries(out)
 
         plan = plan_shards(dataset, fph, options.shard_size)
@@ -218,8 +231,9 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         ordered = [shards[t.relpath] for t in tasks]
         remove_stale_temporaries(out)  # left by workers killed mid-shard and retried elsewhere
         duplicates = _duplicate_warnings(out, ordered, dataset.class_names)
+        quantization = _quantization_entry(out, quantized)
         manifest = _manifest(fingerprint, fph, dataset, ordered, options, info, duplicates,
-                             engine.name)
+                             engine.name, quantization)
         if options.sliced:
             # a slice is not a cache: merging turns all slices into one manifest
             manifest["status"] = "slice"
@@ -247,13 +261,73 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         timing=timing,
         ignored=len(dataset.ignored),
         decode=options.decode,
-        warnings=list(dataset.warnings) + duplicates,
+        warnings=list(dataset.warnings) + duplicates
+        + ([quantized.warning] if quantized is not None and quantized.warning else []),
         weights=info.weights,
+        quantization=quantization,
     )
 
 
+def _int8_model(out: str, build: BuildSpec, dataset: Dataset, options: ExtractOptions):
+    """The quantized model for this cache's calibration sample: reused, or made now.
+
+    Returns (Quantized, whether this call made it). The calibration sample is
+    drawn with the seed from the training split; images that fail to decode are
+    left out (extraction reports them as usual).
+    """
+    import numpy as np
+
+    from .. import quantize
+    from ..cache import INT8_DIR
+    from ..decode import read_image
+    from ..errors import BadImageError
+
+    quantize.import_nncf()  # says how to install it before anything heavy
+    train = [r for r in dataset.records if r.split == "train"] or dataset.records
+    paths = sorted(dataset.abspath(r) for r in train)
+    if len(paths) < 2:
+        raise UsageError(f"{param('precision')} int8 calibrates on the training images, and "
+                         f"there are {len(paths)}: add images or use float32.")
+
+    def decoded(chosen):
+        pixels, hashes = [], []
+        for path in chosen:
+            try:
+                arr, digest = read_image(path, build.resize, max_pixels=options.max_pixels)
+            except BadImageError:
+                continue
+            pixels.append(arr.astype(np.float32))
+            hashes.append((path, digest))
+        return pixels, hashes
+
+    import random
+
+    rng = random.Random(int(options.seed))
+    order = paths[:]
+    rng.shuffle(order)
+    n_check = min(quantize.HELD_OUT_IMAGES, max(1, len(order) // 4))
+    n_cal = min(int(options.calibration_images), len(order) - n_check)
+    cal_pixels, cal_hashes = decoded(order[:n_cal])
+    if not cal_pixels:
+        raise UsageError(f"{param('precision')} int8: none of the {n_cal} calibration images "
+                         "could be decoded.")
+    identity = quantize.calibration_identity(cal_hashes, options.seed)
+    folder = os.path.join(out, INT8_DIR, identity["sha256"][:16])
+    found = quantize.load(folder)
+    if found is not None and found.calibration == identity:
+        return found, False
+    check_pixels, _ = decoded(order[n_cal:n_cal + n_check])
+    if not check_pixels:
+        check_pixels = cal_pixels[:n_check]
+    float_model = replace(build, precision="float32", int8_model=None).build()
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    return quantize.quantize(float_model, np.stack(cal_pixels), np.stack(check_pixels), folder,
+                             identity), True
+
+
 def _manifest(fingerprint, fph, dataset: Dataset, shards: list[ShardInfo], options: ExtractOptions,
-              extractor: ExtractorInfo, duplicates: list[str], engine: str) -> dict:
+              extractor: ExtractorInfo, duplicates: list[str], engine: str,
+              quantization: dict | None = None) -> dict:
     return new_manifest(
         fingerprint=fingerprint, fingerprint_hash=fph, class_names=dataset.class_names,
         shards=shards,
@@ -270,4 +344,13 @@ def _manifest(fingerprint, fph, dataset: Dataset, shards: list[ShardInfo], optio
                     "shard_size": options.shard_size, "engine": engine},
         ignored=[{"path": p, "reason": r} for p, r in dataset.ignored],
         warnings=list(dataset.warnings) + list(duplicates),
+        **({"quantization": quantization} if quantization else {}),
     )
+
+
+def _quantization_entry(out: str, quantized) -> dict | None:
+    """What the manifest records of an int8 model: where it is, what calibrated it, how close it is."""
+    if quantized is None:
+        return None
+    return {"model": os.path.relpath(quantized.folder, out), "calibration": quantized.calibration,
+            "fidelity": quantized.fidelity}

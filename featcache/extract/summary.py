@@ -26,6 +26,7 @@ class ExtractSummary:
     decode: str = "exact"
     warnings: list[str] = field(default_factory=list)
     weights: dict = field(default_factory=dict)
+    quantization: dict | None = None  # precision int8: calibration and fidelity (quantize.py)
 
     @property
     def images_per_second(self) -> float:
@@ -66,4 +67,5 @@ class ExtractSummary:
             "decode_bound": self.decode_bound,
             "warnings": self.warnings,
             "weights": self.weights,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }

@@ -114,6 +114,29 @@ def test_one_writer_at_a_time(tmp_path):
         pass
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    # libraries fork without exec behind our back (OpenVINO's converter does, to send
+    # statistics); a child that outlives the lock's release must not keep the folder locked
+    import signal
+    import time
+
+    started, ready = os.pipe()
+    with CacheLock(str(tmp_path)):
+        pid = os.fork()
+        if pid == 0:  # the child: says it runs, then sleeps on, never touching the lock itself
+            os.write(ready, b"x")
+            time.sleep(30)
+            os._exit(0)
+        os.read(started, 1)
+    try:
+        with CacheLock(str(tmp_path)):  # released although the child still runs
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def test_unplanned_shards_are_removed(tmp_path):
     shards = make_cache(tmp_path)
     remove_unplanned_shards(str(tmp_path), {shards[0].file})
