@@ -42,6 +42,7 @@ from common import machine, machine_line, markdown_table, median, process_env, r
 from vs_keras import WEIGHT_FILES, head_accuracy, keras_side  # noqa: E402
 
 SIZES = {"phone": 4032, "800x600": 800}
+PARTS = ("extract", "detail", "small", "finetune")
 NOISE = 5.0  # grey-level sigma of the added grain (plus half of it per channel)
 
 
@@ -294,6 +295,8 @@ def main() -> None:
                         help="fine-tuning epochs on the phone-size photos (0: skip)")
     parser.add_argument("--no-detail", dest="detail", action="store_false",
                         help="skip the real-detail check")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS),
+                        help="what to run (default: all); results go to --name")
     parser.add_argument("--work", help="folder for the generated photos (default: a temporary one)")
     parser.add_argument("--name", default="photo_sizes")
     args = parser.parse_args()
@@ -322,16 +325,17 @@ def main() -> None:
             meta["sets"][size] = {"files": len(files), "mean_mb": round(
                 float(np.mean([f.stat().st_size for f in files])) / 1e6, 2)}
         runs = [extraction_runs(args, env, backbone, size, sets[size], meta)
-                for size in args.sizes for backbone in args.backbones]
+                for size in args.sizes for backbone in args.backbones
+                if "extract" in args.parts]
         import resource
 
         # a child's peak RSS can read no lower than this (see make_set_in_child)
         peak_rss_self_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows = [row for run in runs for row in extraction_rows(args, meta, *run)]
-        detail = real_detail_rows(args, env) if args.detail else []
-        small = small_set_rows(args) if args.detail else []
+        detail = real_detail_rows(args, env) if args.detail and "detail" in args.parts else []
+        small = small_set_rows(args) if "small" in args.parts else []
         tuning = (finetune_rows(args, sets["phone"], args.weights_dir)
-                  if args.finetune_epochs and "phone" in sets else [])
+                  if args.finetune_epochs and "phone" in sets and "finetune" in args.parts else [])
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -354,7 +358,7 @@ def main() -> None:
             "stored rotated with EXIF orientation 6 (the Keras-native loader ignores EXIF, so it "
             "sees those sideways). Peak RSS is each process's own (this script's peak before "
             f"the heads, {meta['this_process_peak_rss_mib']} MiB, is the floor any child reads).\n\n"
-            f"Command: `{meta['command']}`\n\n" + markdown_table(rows, columns))
+            f"Command: `{meta['command']}`\n\n" + (markdown_table(rows, columns) if rows else ""))
     if detail:
         text += ("\n## Real detail: hymenoptera at 96 px (MobileNet, the 224 px weights file)\n\n"
                  + markdown_table(detail, [("variant", "decode"), ("images", "images"),
