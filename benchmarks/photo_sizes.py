@@ -297,6 +297,10 @@ def main() -> None:
                         help="skip the real-detail check")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS),
                         help="what to run (default: all); results go to --name")
+    parser.add_argument("--decode-nice", type=int,
+                        help="FEATCACHE_DECODE_NICE for the featcache processes (default: theirs, "
+                             "+10 from the process): 0 where something outside renices the "
+                             "benchmark after start, which leaves the decoders behind")
     parser.add_argument("--work", help="folder for the generated photos (default: a temporary one)")
     parser.add_argument("--name", default="photo_sizes")
     args = parser.parse_args()
@@ -305,6 +309,8 @@ def main() -> None:
     from featcache.hardware import cpu_info
 
     env = process_env()
+    if args.decode_nice is not None:
+        env["FEATCACHE_DECODE_NICE"] = str(args.decode_nice)
     meta = {"machine": machine(), "cpu": cpu_info().to_json(), "runs": args.runs,
             "command": " ".join(sys.argv), "images_per_size": args.images, "sets": {}}
     work = args.work or tempfile.mkdtemp(prefix="photo-sizes-data-")
