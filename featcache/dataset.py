@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,9 @@ from .errors import DataError, ParameterError, UsageError, param
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp",
-     ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+     ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".heic", ".heif", ".hif"}
 )
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val",
@@ -284,6 +286,10 @@ def _finish(root, layout, records, ignored, warnings, source) -> Dataset:
     if dupes:
         raise DataError(f"{source}: {dupes[0][1]} is listed more than once in split {dupes[0][0]}.")
     class_names = sorted({r.label for r in records})
+    heif = sum(os.path.splitext(r.path)[1].lower() in HEIF_EXTENSIONS for r in records)
+    if heif and importlib.util.find_spec("pillow_heif") is None:
+        warnings.append(f"HEIC/HEIF photos ({heif}) cannot be read without pillow-heif: "
+                        'pip install "featcache[heic]"')
     if len(class_names) == 1:
         warnings.append(f"only one class ({class_names[0]}): features are extracted, but training "
                         "a classifier needs at least two")
@@ -354,7 +360,7 @@ def assign_splits(
             split = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
         moved.append(replace(record, split=split, content_hash=h))
     return _finish(dataset.root, dataset.layout, moved, dataset.ignored,
-                   [w for w in dataset.warnings if not w.startswith(("split ", "only one class"))],
+                   [w for w in dataset.warnings if not w.startswith(("split ", "only one class", "HEIC/HEIF"))],
                    source=f"{{param:data}} {dataset.root}")
 
 

@@ -10,6 +10,13 @@ normalising with their ImageNet statistics. (Calling the base with
 training=False is not enough in Keras 3: a Functional model passes fit's
 training=True down to nested models, keras-team/keras#20285.) Every epoch writes a checkpoint; `resume=True` continues an
 interrupted run from its last finished epoch, in the same data order.
+
+The image files are decoded in the first epoch only: their uint8 pixels at
+the model's input size are kept for the run (in memory when they fit, else in
+a temporary file in the checkpoint folder), so the epochs after it do not
+decode again. history.json records, per fine-tuning epoch, the seconds it
+took ("epoch_seconds") and the CPU seconds spent decoding files
+("decode_seconds"); the decode mode is the head's cache's.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class FinetuneOptions:
     test_fraction: float = 0.0
     seed: int = 0
     workers: int | None = None
+    keep_pixels: bool = True  # decode the files once per run, not once per epoch
     # deprecated: precision="float16"
     mixed_precision: bool = field(default=False, repr=False, metadata={"deprecated": True})
 
@@ -324,6 +332,7 @@ class FinetuneSummary:
     seconds_per_epoch: float | None = None  # training and validation, median over epochs
     images_per_second: float | None = None  # training images through the model, per second
     precision: str = "float32"
+    pixels: dict = field(default_factory=dict)  # where the decoded pixels were kept
 
     def to_json(self) -> dict:
         return {"out": self.out, "val_accuracy": self.val_accuracy,
@@ -336,7 +345,8 @@ class FinetuneSummary:
                 "precision": self.precision,
                 "trainable_layers": list(self.trainable_layers),
                 "trainable_layer_count": len(self.trainable_layers),
-                "resumed_from": self.resumed_from, "top5_accuracy": self.metrics.get("top5_accuracy")}
+                "resumed_from": self.resumed_from, "top5_accuracy": self.metrics.get("top5_accuracy"),
+                "pixels_kept": self.pixels}
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -370,10 +380,12 @@ def _load_weights(model, path: str) -> None:
         model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
 
 
-def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool):
+def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool,
+                         feeds=()):
     """Saves the last model, the best weights and the run state each epoch; stops after
     `patience` epochs without a lower validation loss. The starting weights count as epoch 0,
-    so a run none of whose epochs beats them keeps them."""
+    so a run none of whose epochs beats them keeps them. Also records each epoch's seconds
+    and the decode CPU seconds of `feeds`."""
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -387,6 +399,8 @@ def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_s
         def on_epoch_end(self, epoch, logs=None):
             took = time.perf_counter() - self._began
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            logs["epoch_seconds"] = round(took, 3)
+            logs["decode_seconds"] = round(sum(f.take_decode_seconds() for f in feeds), 3)
             for key, value in logs.items():
                 state["history"].setdefault(key, []).append(value)
             state.setdefault("epoch_seconds", []).append(took)
@@ -498,9 +512,11 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
     per_class = class_weights(np.array([i.label for i in train_items]), head.n_classes,
                               options.class_weight)
     first = read_json(setup.state_path)["epochs_done"] if resume else 0
+    stores = _pixel_stores(setup, options, backbone.resize, train_items, val_items)
     train_feed = image_batches_for(keras, train_items, backbone.resize, head.n_classes, options,
-                                   True, first, per_class)
-    val_feed = (image_batches_for(keras, val_items, backbone.resize, head.n_classes, options, False, 0)
+                                   True, first, per_class, stores[0])
+    val_feed = (image_batches_for(keras, val_items, backbone.resize, head.n_classes, options, False, 0,
+                                  store=stores[1])
                 if val_items else None)
     best_weights = os.path.join(setup.checkpoint, BEST_WEIGHTS)
     if resume:
@@ -522,14 +538,21 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
             _save_weights(model, best_weights)
         write_json_atomic(setup.state_path, state)
 
+    feeds = [f for f in (train_feed, val_feed) if f is not None]
     callbacks = [_checkpoint_callback(keras, setup.checkpoint, state, options.patience,
-                                      options.early_stopping),
+                                      options.early_stopping, feeds),
                  epoch_bar(keras, options.epochs - first, progress, desc="fine-tune")]
     stopped = options.early_stopping and val_feed is not None and state["wait"] >= options.patience
     started = time.perf_counter()
-    if first < options.epochs and not stopped:
-        model.fit(train_feed, validation_data=val_feed, callbacks=callbacks, verbose=0,
-                  initial_epoch=head_epochs + first, epochs=head_epochs + options.epochs)
+    try:
+        if first < options.epochs and not stopped:
+            model.fit(train_feed, validation_data=val_feed, callbacks=callbacks, verbose=0,
+                      initial_epoch=head_epochs + first, epochs=head_epochs + options.epochs)
+    finally:
+        kept = _kept_pixels(stores)
+        for store in stores:
+            if store is not None:
+                store.close()
     seconds = time.perf_counter() - started
 
     if options.early_stopping and os.path.isfile(best_weights):  # else: the last epoch's weights
@@ -545,7 +568,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
         head_val_accuracy=read_json(head_metrics)["accuracy"] if os.path.isfile(head_metrics) else None,
         seconds=seconds, epochs_run=state["epochs_done"], first_epoch=head_epochs + 1,
         trainable_layers=state["trainable_layers"], resumed_from=first if resume else None,
-        metrics=metrics, before_finetune=state.get("before_finetune"),
+        metrics=metrics, before_finetune=state.get("before_finetune"), pixels=kept,
         best_epoch=_kept_epoch(state),
         seconds_per_epoch=float(np.median(epoch_seconds)) if epoch_seconds else None,
         images_per_second=len(train_items) / float(np.median(train_seconds)) if train_seconds else None,
@@ -604,11 +627,43 @@ def _without_optimizer_state(model):
     return keras.Model(model.input, model.output, name=model.name)
 
 
-def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None):
+def image_batches_for(keras, items, resize, n_classes, options, shuffle, first_epoch, weights=None,
+                      store=None):
     from .image_feed import image_batches
 
     return image_batches(keras, items, resize, n_classes, options.batch_size, shuffle, options.seed,
-                         first_epoch, options.workers, weights)
+                         first_epoch, options.workers, weights, store)
+
+
+def _pixel_stores(setup: _Setup, options: FinetuneOptions, resize, train_items, val_items):
+    """Where the run keeps its decoded pixels: (train store, val store), None when not kept."""
+    from .image_feed import PixelStore, available_memory, MEMORY_FRACTION
+
+    if not options.keep_pixels:
+        return None, None
+    for name in os.listdir(setup.checkpoint):  # an interrupted run's: its pixels are decoded again
+        if name.startswith("pixels-") and name.endswith(".tmp"):
+            os.remove(os.path.join(setup.checkpoint, name))
+    free = available_memory()
+    budget = int(free * MEMORY_FRACTION) if free else 1 << 30
+    train = PixelStore(len(train_items), resize.size, setup.checkpoint, budget)
+    left = budget - train.nbytes if train.where == "memory" else 0
+    val = PixelStore(len(val_items), resize.size, setup.checkpoint, max(0, left)) if val_items else None
+    return train, val
+
+
+def _kept_pixels(stores) -> dict:
+    """What the run's pixel stores held: bytes in memory and in a temporary file."""
+    kept = {"memory_bytes": 0, "file_bytes": 0, "file": None}
+    for store in stores:
+        if store is None:
+            continue
+        if store.where == "memory":
+            kept["memory_bytes"] += store.nbytes
+        else:
+            kept["file_bytes"] += store.nbytes
+            kept["file"] = kept["file"] or os.path.dirname(store.path)
+    return kept
 
 
 def _score(model, items, resize, options) -> tuple[np.ndarray, np.ndarray]:

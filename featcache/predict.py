@@ -79,7 +79,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
         else:
             weights = "imagenet"
     seed = fp["weights"].get("random_seed", 0)
-    resize = ResizeSpec(tuple(fp["resize"]["size"]), fp["resize"]["method"], fp["resize"]["aspect"])
+    resize = ResizeSpec.from_fingerprint(fp["resize"])  # decode mode included
     trained_in = fp.get("precision", "float32")
     precision = precision or trained_in
     made_by = fp.get("runtime")
@@ -149,8 +149,7 @@ class PixelScorer:
 
 
 def resize_of(fingerprint: dict) -> ResizeSpec:
-    r = fingerprint["fingerprint"]["resize"]
-    return ResizeSpec(tuple(r["size"]), r["method"], r["aspect"])
+    return ResizeSpec.from_fingerprint(fingerprint["fingerprint"]["resize"])
 
 
 def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | None = None,

@@ -59,6 +59,11 @@ def extract_summary(s: ExtractSummary, max_listed: int = 10) -> str:
                               f"relative L2 over {fid['held_out']} held-out training images, worst "
                               f"{fid['worst']:.1%}); calibrated on {cal['images']} training images "
                               f"(seed {cal['seed']})"))
+    if s.decode_bound:
+        hint = ("; --decode fast reads large JPEGs several times faster" if s.decode == "exact"
+                else "; more cores (or --workers) would help")
+        pairs.append(("pace", f"decode-bound: the backbone waited {s.timing['wait_for_decode']:.1f} s "
+                              f"for decoded images ({s.decode} decode){hint}"))
     if s.ignored:
         pairs.append(("ignored", f"{s.ignored} file(s) passed over: hidden, not images, or "
                                  "symlink loops (see featcache info --json)"))
@@ -97,7 +102,8 @@ def cache_info(manifest: dict) -> str:
                      f"layer {fp['layer'] or manifest.get('extraction', {}).get('tap', 'final output')}, "
                      f"pooling {fp['pooling']}"),
         ("input", f"{fp['input_size'][0]}x{fp['input_size'][1]}, {fp['resize']['method']} "
-                  f"{fp['resize']['aspect']}, preprocessing {fp['preprocessing']['mode']}"),
+                  f"{fp['resize']['aspect']}, {fp['resize'].get('decode', 'exact')} decode, "
+                  f"preprocessing {fp['preprocessing']['mode']}"),
         ("features", f"{shape_text(fp['feature_shape'])} {fp['dtype']} per image"),
         ("runtime", f"{(fp.get('runtime') or {}).get('name', 'keras')}, "
                     f"{fp.get('precision', 'float32')}"
@@ -185,9 +191,17 @@ def finetune_summary(s) -> str:
     if getattr(s, "seconds_per_epoch", None):
         timing += (f", {s.seconds_per_epoch:.1f} s per epoch, {s.images_per_second:.1f} training "
                    f"images/s ({s.precision})")
-    pairs += [("training", timing),
-              ("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
-                        "confusion_matrix.png")]
+    pairs.append(("training", timing))
+    pixels = getattr(s, "pixels", None) or {}
+    if pixels.get("memory_bytes") or pixels.get("file_bytes"):
+        where = []
+        if pixels["memory_bytes"]:
+            where.append(f"{human_bytes(pixels['memory_bytes'])} in memory")
+        if pixels["file_bytes"]:
+            where.append(f"{human_bytes(pixels['file_bytes'])} in a temporary file in {pixels['file']}")
+        pairs.append(("pixels", "decoded once, kept for the run: " + " and ".join(where)))
+    pairs.append(("wrote", f"{s.out}: model.keras, metrics.json, history.json, history.png, "
+                           "confusion_matrix.png"))
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
 
 

@@ -7,6 +7,7 @@ at the first bad file and names it. Real files, real `featcache` processes.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from featcache.errors import BadImageError
 from featcache.cache import FeatureCache
 from reliability_util import assert_one_line_error
 
+HEIF = importlib.util.find_spec("pillow_heif") is not None
 FAST = ["--backbone", "mobilenet", "--image-size", "32", "--weights", "none"]
 
 
@@ -122,6 +124,14 @@ def build_corpus(root: Path) -> dict:
     if not root_reads_anything(root):
         put("train/bees/locked.jpg", good, "skipped", "Permission denied")
         (root / "train/bees/locked.jpg").chmod(0)
+
+    if HEIF:  # iPhone photos: read through pillow-heif, upright; broken ones skipped with a reason
+        heic = io.BytesIO()
+        noise((64, 48), seed=35).save(heic, format="HEIF", quality=80)
+        put("train/ants/IMG_0001.HEIC", heic.getvalue(), "extracted")
+        put("train/bees/cut.heic", heic.getvalue()[: len(heic.getvalue()) // 2], "skipped",
+            "end of file")
+        put("train/bees/fake.heif", b"not a photo at all", "skipped", "not an image")
 
     put("train/ants/.hidden.jpg", good, "ignored", "hidden file")
     put("train/ants/.DS_Store", b"\0\0", "ignored", "hidden file")

@@ -111,7 +111,51 @@ def test_interrupted_run_resumes_from_its_checkpoint(small_head, data_root, weig
     history = json.loads((out / "history.json").read_text())
     head_epochs = history["finetune_start_epoch"]
     assert head_epochs == 3 and len(history["loss"]) == head_epochs + 4
+    assert len(history["decode_seconds"]) == len(history["epoch_seconds"]) == 4  # fine-tuning's
     assert not (out / "checkpoint").exists() and (out / "history.png").exists()
+
+
+def test_files_are_decoded_in_the_first_epoch_only(small_head, data_root, tmp_path):
+    _, head = small_head("tiny_hymenoptera")
+    summary = finetune(str(data_root / "tiny_hymenoptera"), head, str(tmp_path / "ft"),
+                       FinetuneOptions(unfreeze_top=1, epochs=3, augment="none",
+                                       early_stopping=False, batch_size=8), progress=False)
+    history = json.loads((tmp_path / "ft" / "history.json").read_text())
+    decode = history["decode_seconds"]
+    assert len(decode) == len(history["epoch_seconds"]) == 3
+    assert decode[0] > 0 and all(d < decode[0] / 10 for d in decode[1:]), decode
+    assert summary.pixels["memory_bytes"] == (16 + 8) * SIZE * SIZE * 3
+    assert summary.pixels["file_bytes"] == 0
+
+
+def test_kept_pixels_spill_to_a_file_and_give_back_the_decoded_batches(data_root, tmp_path):
+    import keras
+
+    from featcache.dataset import load_dataset
+    from featcache.decode import ResizeSpec
+    from featcache.image_feed import PixelStore, image_batches
+    from featcache.pipeline import Item
+
+    dataset = load_dataset(str(data_root / "tiny_hymenoptera"))
+    names = dataset.class_names
+    items = [Item(0, dataset.abspath(r), r.path, names.index(r.label)) for r in dataset.records]
+    resize = ResizeSpec((SIZE, SIZE), decode="fast")
+    store = PixelStore(len(items), resize.size, str(tmp_path), memory_limit=0)  # nothing fits
+    assert store.where == "file" and os.path.getsize(store.path) == len(items) * SIZE * SIZE * 3
+    kept = image_batches(keras, items, resize, 2, 5, shuffle=True, seed=3, store=store)
+    plain = image_batches(keras, items, resize, 2, 5, shuffle=True, seed=3)
+    for epoch in range(2):
+        for i in range(len(kept)):
+            (a, ya), (b, yb) = kept[i], plain[i]
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(ya, yb)
+        first = kept.take_decode_seconds()
+        assert (first > 0) if epoch == 0 else (first == 0)  # the second epoch reads the file
+        kept.on_epoch_end()
+        plain.on_epoch_end()
+    path = store.path
+    store.close()
+    assert not os.path.exists(path)
 
 
 def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, tmp_path):
@@ -130,7 +174,7 @@ def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, t
     assert metrics["accuracy"] == pytest.approx(json.load(open(os.path.join(out, "metrics.json")))["accuracy"])
     info = export_model(out, str(tmp_path / "ft.keras"))
     exported = keras.models.load_model(info["model"])
-    pixels = np.stack([read_image(r["path"], ResizeSpec((SIZE, SIZE)))[0] for r in rows]).astype("float32")
+    pixels = np.stack([read_image(r["path"], ResizeSpec.from_fingerprint(info["input"]["resize"]))[0] for r in rows]).astype("float32")
     scores = np.asarray(exported.predict(pixels, verbose=0))
     expected = [[next(c["score"] for c in r["top_k"] if c["label"] == n) for n in info["class_names"]]
                 for r in rows]

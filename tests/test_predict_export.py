@@ -45,8 +45,7 @@ def test_exported_model_equals_backbone_then_head(name, mobilenet_cache, data_ro
 
     info = export_model(head, str(tmp_path / "model.keras"), weights_dir=str(weights_dir))
     classes = info["class_names"]
-    spec = ResizeSpec(tuple(info["input"]["resize"]["size"]), info["input"]["resize"]["method"],
-                      info["input"]["resize"]["aspect"])
+    spec = ResizeSpec.from_fingerprint(info["input"]["resize"])  # the decode mode included
     pixels = np.stack([read_image(row["path"], spec)[0] for row in two_stage]).astype("float32")
     np.save(tmp_path / "pixels.npy", pixels)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

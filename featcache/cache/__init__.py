@@ -31,6 +31,7 @@ from .manifest import (
     read_manifest,
     recorded_fingerprint,
     split_counts,
+    stored_fingerprint,
     write_manifest,
 )
 from .reader import Features, FeatureCache, SplitReader, load_features
@@ -42,5 +43,5 @@ __all__ = [
     "check_shard", "init_identity", "load_features", "manifest_shards", "new_manifest", "recorded_fingerprint",
     "previous_manifest", "read_hashes", "read_manifest", "read_shard_info", "remove_if_unused",
     "remove_stale_temporaries", "remove_unplanned_shards", "shard_files", "shard_relpath",
-    "slice_folder", "split_counts", "temporary_files", "write_failed", "write_manifest",
+    "slice_folder", "split_counts", "stored_fingerprint", "temporary_files", "write_failed", "write_manifest",
 ]

@@ -117,6 +117,17 @@ def recorded_fingerprint(cache_dir: str) -> dict:
     return {}
 
 
+def stored_fingerprint(cache_dir: str) -> dict | None:
+    """The fingerprint of the features already in the folder; None when it holds none."""
+    path = os.path.join(cache_dir, IDENTITY_FILE)
+    if not (os.path.isfile(path) and has_rows(cache_dir)):
+        return None
+    try:
+        return read_json(path).get("fingerprint")
+    except (OSError, ValueError):
+        return None  # init_identity says what is wrong with it
+
+
 def init_identity(cache_dir: str, fingerprint: dict, fingerprint_hash: str) -> bool:
     """Create the cache's identity file, or check an existing one matches.
 

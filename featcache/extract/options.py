@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from ..augment_views import AugmentSpec
-from ..decode import DEFAULT_MAX_PIXELS
+from ..decode import DECODES, DEFAULT_MAX_PIXELS
 from ..errors import FeatcacheWarning, ParameterError, UsageError, param
 from ..hardware import check_precision
 from ..runtimes import check_runtime
@@ -45,6 +45,8 @@ class ExtractOptions:
     shard_size: int = 1024
     resize: str = "bilinear"
     aspect: str = "stretch"
+    # None: the cache's own mode when it exists, else DEFAULT_DECODE ("fast")
+    decode: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     progress: bool | None = None
@@ -90,6 +92,8 @@ class ExtractOptions:
         if self.precision == "int8" and self.engine != "local":
             raise UsageError(f"{param('precision')} int8 quantizes on this machine before "
                              f"extracting: use {param('engine')}=local.")
+        if self.decode is not None and self.decode not in DECODES:
+            raise ParameterError("decode", self.decode, f"allowed values are {', '.join(DECODES)}.")
         if self.dtype not in DTYPES:
             raise ParameterError("dtype", self.dtype, f"allowed values are {', '.join(DTYPES)}.")
         if self.image_size is not None and self.image_size < 1:
@@ -146,7 +150,7 @@ class ExtractOptions:
             # the plan check of a repair refuses any list that is not what it was
             allow_outside_root=source.get("layout") == "list",
             shard_size=extraction.get("shard_size", 1024), resize=fp["resize"]["method"],
-            aspect=fp["resize"]["aspect"], seed=fp["weights"].get("random_seed", 0),
+            aspect=fp["resize"]["aspect"], decode=fp["resize"].get("decode", "exact"), seed=fp["weights"].get("random_seed", 0),
             augment_views=int(augment.get("views", 0)), augment_seed=int(augment.get("seed", 0)),
             progress=False)
         values.update(overrides)

@@ -28,10 +28,11 @@ from ..cache import (
     remove_stale_temporaries,
     remove_unplanned_shards,
     slice_folder,
+    stored_fingerprint,
     write_manifest,
 )
 from ..dataset import Dataset, load_dataset
-from ..decode import ResizeSpec
+from ..decode import DEFAULT_DECODE, ResizeSpec, decode_of
 from ..errors import CacheLockedError, UsageError, param, plain
 from ..hardware import warn_if_emulated
 from ..pipeline import default_workers
@@ -148,8 +149,6 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
         check_options(spec, size, options.layer, options.pooling)
     else:
         spec, size = extractor.spec, extractor.image_size
-    resize = ResizeSpec((size, size), options.resize, options.aspect)
-
     start = time.perf_counter()
     dataset = load_dataset(options.data, options.val_fraction, options.test_fraction,
                            options.root, options.allow_outside_root,
@@ -160,6 +159,8 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
     if options.sliced:
         out = slice_folder(out, options.slice_index, options.num_slices)
         options = replace(options, out=out)
+    options = replace(options, decode=_decode_mode(options.decode, out))
+    resize = ResizeSpec((size, size), options.resize, options.aspect, options.decode)
     created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     weights = options.weights
@@ -184,6 +185,23 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
         if created:
             remove_if_unused(out)
         raise
+
+
+def _decode_mode(asked: str | None, out: str) -> str:
+    """The decode mode of this run: as asked, else the existing cache's, else the default.
+
+    Raises:
+        UsageError: the cache already holds features decoded the other way.
+    """
+    stored = stored_fingerprint(out)
+    if stored is None:
+        return asked or DEFAULT_DECODE
+    made = decode_of(stored)
+    if asked is not None and asked != made:
+        raise UsageError(f"{param('decode')} {asked}: the cache in {out} was extracted with the "
+                         f"{made} decode; resume it with {param('decode')} {made}, or choose "
+                         f"another {param('out')}.")
+    return made
 
 
 def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: Dataset, out: str,
@@ -263,6 +281,7 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         extract_seconds=extract_seconds,
         timing=timing,
         ignored=len(dataset.ignored),
+        decode=options.decode,
         warnings=list(dataset.warnings) + duplicates
         + ([plain(quantized.warning)] if quantized is not None and quantized.warning else []),
         weights=info.weights,

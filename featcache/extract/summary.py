@@ -23,6 +23,7 @@ class ExtractSummary:
     extract_seconds: float
     timing: dict[str, float]
     ignored: int
+    decode: str = "exact"
     warnings: list[str] = field(default_factory=list)
     weights: dict = field(default_factory=dict)
     runtime: str = "keras"  # what ran the backbone (an "auto" request resolved)
@@ -32,6 +33,12 @@ class ExtractSummary:
     @property
     def images_per_second(self) -> float:
         return self.images_extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
+
+    @property
+    def decode_bound(self) -> bool:
+        """Decoding set the pace: the backbone waited for images at least as long as it ran."""
+        wait, inference = self.timing.get("wait_for_decode", 0.0), self.timing.get("inference", 0.0)
+        return self.images_extracted > 0 and wait > 0.5 and wait >= inference
 
     def __repr__(self) -> str:
         rows = ", ".join(f"{s} {n}" for s, n in self.splits.items())
@@ -58,6 +65,8 @@ class ExtractSummary:
             "extract_seconds": round(self.extract_seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
+            "decode": self.decode,
+            "decode_bound": self.decode_bound,
             "warnings": self.warnings,
             "weights": self.weights,
             "runtime": self.runtime,
