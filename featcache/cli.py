@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 
 from . import report
 from ._version import __version__
-from .errors import FeatcacheError, FeatcacheWarning
+from .errors import FeatcacheError, FeatcacheWarning, UsageError, param
 from .hardware import PRECISIONS
 from .runtimes import RUNTIMES
 
@@ -447,6 +447,8 @@ def _cmd_train_head(args) -> int:
                                     val_split=args.val_split, params=_head_options(args)
                                     ).winner_summary
         else:
+            if args.budget is not None:
+                raise UsageError(f"{param('budget')} applies only with {param('model')} auto.")
             summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
                                  train_split=args.train_split, val_split=args.val_split,
                                  max_memory=args.max_memory, progress=progress,

@@ -234,7 +234,7 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
     for name in names:
         create_head(name, **_user_params(name, base_params)).check_params(n_classes, cache.feature_shape)
 
-    out = prepare_out_folder(out) if out is not None else None
+    out = _prepare_compare_folder(out) if out is not None else None
     scratch = None
     heads_root = os.path.join(out, "heads") if out else (scratch := tempfile.mkdtemp(prefix="featcache-compare-"))
     train = FeatureSplit(cache, train_split, True)
@@ -332,6 +332,21 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
             val.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _prepare_compare_folder(out: str) -> str:
+    """Create --out, or clear a previous comparison's heads from it; refuse other folders."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"{param('out')} {out}: is a file, not a folder.")
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.isfile(os.path.join(out, LEADERBOARD_JSON)):
+            raise UsageError(f"{param('out')} {out}: folder is not empty and holds no featcache "
+                             "comparison. Choose a new or empty folder.")
+        for old in ("heads", "winner"):
+            shutil.rmtree(os.path.join(out, old), ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    return out
 
 
 def _progress_line(r: dict) -> str:

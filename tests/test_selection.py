@@ -170,3 +170,22 @@ def test_cli_compare_and_train_head_auto(mobilenet_cache, tmp_path, weights_dir)
     assert all("label" in row for row in json.loads(predicted.stdout))
     bad = run_cli("compare", "--cache", cache, "--heads", "logreg,nosuch", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "nosuch" in bad.stderr and "--model" not in bad.stderr
+
+
+def test_compare_reuses_its_own_folder_refuses_others_and_keeps_to_a_budget(mobilenet_cache, tmp_path):
+    from featcache.errors import UsageError
+
+    cache = mobilenet_cache("tiny_flowers5")
+    out = tmp_path / "c"
+    compare_heads(cache, heads=["ridge", "logreg"], out=str(out), progress=False)
+    again = compare_heads(cache, heads=["ridge"], out=str(out), progress=False)
+    assert again.winner == "ridge" and os.listdir(out / "heads") == ["ridge"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds no featcache comparison"):
+        compare_heads(cache, heads=["ridge"], out=str(other), progress=False)
+    with pytest.raises(UsageError, match="No head finished"):
+        compare_heads(cache, heads=["ridge"], out=str(tmp_path / "b"), budget=1e-9, progress=False)
+    with pytest.raises(UsageError, match="nosuch"):
+        compare_heads(cache, heads=["nosuch"], out=str(tmp_path / "n"), progress=False)

@@ -11,6 +11,9 @@ Scores: linear classifiers (those with `coef_`: logreg, linear-svm, sgd,
 ridge) give the softmax of their decision function (for logistic regression
 that is exactly its probabilities; for the others a monotone score, not a
 calibrated probability). Others (kNN, random forest) give `predict_proba`.
+`calibrate` wraps the fitted pipeline in a temperature-scaled
+CalibratedClassifierCV, whose probabilities are then the scores; a calibrated
+linear head is still one affine map plus a softmax, so it still exports.
 """
 
 from __future__ import annotations
