@@ -189,3 +189,15 @@ def test_compare_reuses_its_own_folder_refuses_others_and_keeps_to_a_budget(mobi
         compare_heads(cache, heads=["ridge"], out=str(tmp_path / "b"), budget=1e-9, progress=False)
     with pytest.raises(UsageError, match="nosuch"):
         compare_heads(cache, heads=["nosuch"], out=str(tmp_path / "n"), progress=False)
+
+
+def test_compare_calibrates_every_head_when_asked(mobilenet_cache, tmp_path):
+    cache = mobilenet_cache("tiny_flowers5")
+    result = compare_heads(cache, heads=["ridge", "dense256"], out=str(tmp_path / "c"),
+                           params={"epochs": 4}, calibrate=True, progress=False)
+    for row in result.rows:
+        metrics = json.loads((tmp_path / "c" / "heads" / row["head"] / "metrics.json").read_text())
+        assert metrics["calibration"]["ece_after"] == pytest.approx(row["val_ece"], abs=1e-4)
+        assert row["val_ece_before_calibration"] == pytest.approx(metrics["calibration"]["ece_before"],
+                                                                  abs=1e-4)
+    assert (tmp_path / "c" / "winner" / "reliability.png").is_file()
