@@ -303,7 +303,6 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
                              "raise it or name fewer heads.")
         winner = ok[0]["head"]
         head, summary = fitted[winner]
-        files = []
         winner_dir = None
         scored = val if val is not None else train
         scores = predict_split(head, scored)
