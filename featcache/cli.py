@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 
 from . import report
 from ._version import __version__
-from .errors import FeatcacheError, FeatcacheWarning
+from .errors import FeatcacheError, FeatcacheWarning, UsageError, param
 from .hardware import PRECISIONS
 from .runtimes import RUNTIME_CHOICES, RUNTIMES
 
@@ -362,8 +362,16 @@ def _cmd_heads(args) -> int:
 # ---------------------------------------------------------------- train-head
 def _add_train_head_flags(p) -> None:
     p.add_argument("--cache", required=True, help="cache folder from featcache extract")
-    p.add_argument("--model", required=True, help="head name (see `featcache heads`)")
+    p.add_argument("--model", required=True,
+                   help="head name (see `featcache heads`), or auto: compare the heads on the "
+                        "training split (as featcache compare does) and keep the winner")
     p.add_argument("--out", required=True, help="folder for the trained head")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate the probabilities on held-out training folds (temperature "
+                        "scaling; scikit-learn heads through CalibratedClassifierCV); metrics "
+                        "report the expected calibration error before and after")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="with --model auto: seconds the comparison may take")
     p.add_argument("--train-split", default="train", metavar="NAME",
                    help="split to train on (default train)")
     p.add_argument("--val-split", default="val", metavar="NAME",
@@ -438,15 +446,63 @@ def _cmd_train_head(args) -> int:
     from .report import train_summary
     from .train import train_head
 
+    progress = False if (args.quiet or args.json) else None
     with _stdout_for_json(args.json):
-        summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
-                             train_split=args.train_split, val_split=args.val_split,
-                             max_memory=args.max_memory,
-                             progress=False if (args.quiet or args.json) else None)
+        if args.model.lower() == "auto":
+            from .selection import compare_heads
+
+            summary = compare_heads(args.cache, winner_out=args.out, budget=args.budget,
+                                    calibrate=args.calibrate, max_memory=args.max_memory,
+                                    progress=progress, train_split=args.train_split,
+                                    val_split=args.val_split, params=_head_options(args)
+                                    ).winner_summary
+        else:
+            if args.budget is not None:
+                raise UsageError(f"{param('budget')} applies only with {param('model')} auto.")
+            summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
+                                 train_split=args.train_split, val_split=args.val_split,
+                                 max_memory=args.max_memory, progress=progress,
+                                 calibrate=args.calibrate)
     if args.json:
         _print_json(summary.to_json())
     elif not args.quiet:
         print(train_summary(summary))
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+def _add_compare_flags(p) -> None:
+    p.add_argument("--cache", required=True, help="cache folder from featcache extract")
+    p.add_argument("--heads", type=lambda text: [h for h in text.split(",") if h.strip()],
+                   help="comma-separated head names (default: every head that fits the cache)")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="seconds the comparison may take; cheap heads run first and heads not "
+                        "finished in time are listed as over budget (default: no limit)")
+    p.add_argument("--out", default="featcache-compare",
+                   help="folder for the leaderboard, every head (heads/NAME) and the winner "
+                        "(winner/); default featcache-compare")
+    p.add_argument("--cv", type=int, default=3,
+                   help="folds of the training split, grouped by image (default 3)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate every head on its held-out training folds")
+    p.add_argument("--train-split", default="train", metavar="NAME",
+                   help="split to choose on (default train)")
+    p.add_argument("--val-split", default="val", metavar="NAME",
+                   help="split each final head is scored on once (default val)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the heads (default 0)")
+    p.add_argument("--max-memory", help="memory for features, e.g. 2GB (default: half of RAM)")
+    _add_output_flags(p, quiet=True, json_help="print the leaderboard as JSON")
+
+
+def _cmd_compare(args) -> int:
+    from .selection import compare_heads
+
+    with _stdout_for_json(args.json):
+        result = compare_heads(args.cache, heads=args.heads, out=args.out, budget=args.budget,
+                               cv=args.cv, calibrate=args.calibrate, max_memory=args.max_memory,
+                               progress=_progress(args), train_split=args.train_split,
+                               val_split=args.val_split, seed=args.seed)
+    _emit(args, result, report.compare_summary)
     return 0
 
 
@@ -641,6 +697,12 @@ COMMANDS: dict[str, Command] = {
         "train a head on cached features",
         "Train a Keras or scikit-learn head on a cache and write the model, metrics, history "
         "and plots to --out."),
+    "compare": Command(
+        _add_compare_flags, _cmd_compare,
+        "train every head, choose on the training split, show a leaderboard",
+        "Train every head that fits the cache, choose each one's settings by cross-validation "
+        "on the training split (folds grouped by image), score each once on the validation "
+        "split, and save the winner as a head folder. The test split is never read."),
     "evaluate": Command(_add_evaluate_flags, _cmd_evaluate,
                         "score a trained head on a split of a cache"),
     "predict": Command(_add_predict_flags, _cmd_predict, "classify image files with a trained head"),

@@ -28,6 +28,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, class_names: 
         "accuracy": float(np.mean(predicted == labels)) if len(labels) else float("nan"),
         "log_loss": float(log_loss(labels, scores, labels=classes)),
         "macro_f1": float(report["macro avg"]["f1-score"]),
+        "ece": expected_calibration_error(labels, scores),
         "per_class": {
             name: {"precision": float(report[name]["precision"]),
                    "recall": float(report[name]["recall"]),
@@ -41,3 +42,46 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, class_names: 
     if n_classes > 5:
         metrics["top5_accuracy"] = float(top_k_accuracy_score(labels, scores, k=5, labels=classes))
     return metrics
+
+
+def _normalised(scores: np.ndarray) -> np.ndarray:
+    scores = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, None)
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def safe_log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Log loss of (N, C) scores against class indices (columns 0..C-1)."""
+    from sklearn.metrics import log_loss
+
+    scores = _normalised(scores)
+    return float(log_loss(labels, scores, labels=list(range(scores.shape[1]))))
+
+
+def reliability_bins(labels: np.ndarray, scores: np.ndarray, bins: int = 15) -> dict:
+    """Top-label confidence against accuracy in equal-width confidence bins.
+
+    Returns:
+        {"edges": bins + 1 edges, "confidence": mean confidence per bin,
+        "accuracy": accuracy per bin, "count": rows per bin} (NaN for empty bins).
+    """
+    scores = _normalised(scores)
+    confidence = scores.max(axis=1)
+    correct = (scores.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, confidence, minlength=bins) / count
+        accuracy = np.bincount(which, correct, minlength=bins) / count
+    return {"edges": edges, "confidence": mean_conf, "accuracy": accuracy, "count": count}
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top label: the row-weighted mean gap between
+    confidence and accuracy over `bins` equal-width confidence bins (0: calibrated)."""
+    if len(labels) == 0:
+        return float("nan")
+    b = reliability_bins(labels, scores, bins)
+    seen = b["count"] > 0
+    gaps = np.abs(b["accuracy"][seen] - b["confidence"][seen])
+    return float(np.sum(gaps * b["count"][seen]) / np.sum(b["count"]))

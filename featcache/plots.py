@@ -86,3 +86,60 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str, t
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_reliability(labels, curves: dict, path: str, title: str, bins: int = 15) -> str:
+    """Reliability diagram: accuracy against confidence of the top label, one line per
+    set of scores (e.g. {"before": p, "after calibration": q}), with the diagonal.
+
+    Args:
+        labels: (N,) true class indices.
+        curves: name -> (N, C) scores.
+        path: PNG file to write.
+        title: figure title.
+    """
+    from .metrics import expected_calibration_error, reliability_bins
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfectly calibrated")
+    for name, scores in curves.items():
+        b = reliability_bins(labels, scores, bins)
+        seen = b["count"] > 0
+        ece = expected_calibration_error(labels, scores, bins)
+        ax.plot(b["confidence"][seen], b["accuracy"][seen], marker="o", markersize=4,
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence of the top class")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_leaderboard(rows: list[dict], path: str, title: str) -> str:
+    """Validation accuracy against fit seconds (log scale), one labelled point per head;
+    the winner is circled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    scored = [r for r in rows if r.get("val_accuracy") is not None]
+    for r in scored:
+        x, y = max(r["fit_seconds"], 1e-3), r["val_accuracy"]
+        ax.scatter([x], [y], color="tab:orange" if r.get("winner") else "tab:blue", zorder=3)
+        ax.annotate(r["head"], (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        if r.get("winner"):
+            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:orange", zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("fit seconds (model selection + final fit, log scale)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -6,6 +6,7 @@ The CLI prints these strings as they are (`--json` output is the results'
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: importing extract would pull in h5py
@@ -142,7 +143,8 @@ def metrics_text(metrics: dict, title: str) -> str:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix as text."""
     summary = (f"  accuracy {metrics['accuracy']:.4f} on {metrics['rows']} rows"
                + (f" · top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
-               + f" · macro F1 {metrics['macro_f1']:.4f} · log loss {metrics['log_loss']:.4f}")
+               + f" · macro F1 {metrics['macro_f1']:.4f} · log loss {metrics['log_loss']:.4f}"
+               + (f" · ECE {metrics['ece']:.4f}" if "ece" in metrics else ""))
     return "\n".join([title, summary, *_class_table(metrics)])
 
 
@@ -162,11 +164,46 @@ def train_summary(s) -> str:
     pairs = [("accuracy", f"{accuracy} (train {s.train_accuracy:.4f})"),
              ("training", training),
              ("wrote", f"{s.out}: {', '.join(s.files)}")]
+    if "calibration" in s.metrics:
+        c = s.metrics["calibration"]
+        pairs.append(("calibrated", f"{c['method']}, T = {c['temperature']:.3f}: ECE on {c['split']} "
+                                    f"{c['ece_before']:.4f} -> {c['ece_after']:.4f}, log loss "
+                                    f"{c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}"))
+    if "selection" in s.notes:
+        pairs.append(("chosen", f"by out-of-fold accuracy on train among "
+                                f"{', '.join(s.notes.get('compared', []))}"))
     if "search" in s.notes:
         found = s.notes["search"]
         pairs.append(("search", f"best {found['param']} = {found['best']} "
                                 f"({found['folds']}-fold CV over {found['grid']})"))
     return "\n".join([head, _rows(pairs), *_class_table(s.metrics)])
+
+
+def compare_summary(r) -> str:
+    """`featcache compare`: the leaderboard, the winner and where things were written."""
+    lines = [f"featcache compare: {r.cache} ({r.folds}-fold CV on train, grouped by image; "
+             f"{r.seconds:.1f} s)",
+             f"  {'#':>2}  {'head':<14} {'cv acc':>7} {'val acc':>7} {'macro F1':>8} {'log loss':>8} "
+             f"{'ECE':>6} {'fit s':>7} {'ms/1k':>7} {'bytes':>9}  chosen"]
+
+    def num(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    for row in r.rows:
+        if row["status"] != "ok":
+            lines.append(f"  {'':>2}  {row['head']:<14} {row['status']} "
+                         f"(after {row.get('fit_seconds', 0):.1f} s)")
+            continue
+        chosen = " ".join(f"{k}={v}" for k, v in (row.get("selected") or {}).items())
+        lines.append(f"  {row['rank']:>2}  {row['head']:<14} {row['cv_accuracy']:7.4f} "
+                     f"{num(row.get('val_accuracy'), '7.4f')} {num(row.get('val_macro_f1'), '8.4f')} "
+                     f"{num(row.get('val_log_loss'), '8.4f')} {num(row.get('val_ece'), '6.3f')} "
+                     f"{row['fit_seconds']:7.1f} {row['predict_ms_per_1000']:7.1f} "
+                     f"{row['model_bytes']:9d}  {chosen}")
+    lines.append(f"winner: {r.winner} (best out-of-fold accuracy on train) -> {r.winner_dir}")
+    lines.append(f"wrote: {', '.join(os.path.basename(f) for f in r.files)} in {r.out}")
+    lines.append(f"next: featcache predict --model {r.winner_dir} IMAGES")
+    return "\n".join(lines)
 
 
 def finetune_summary(s) -> str:

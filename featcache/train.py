@@ -27,7 +27,7 @@ from .artifacts import (
 from .errors import CacheError, UsageError, param
 from .fileio import write_json_atomic
 from .fingerprint import check_same
-from .heads import create_head
+from .heads import create_head, get_head_spec
 from .heads.feed import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
 from .metrics import classification_metrics
 from .cache import FeatureCache
@@ -91,12 +91,14 @@ def _plan_memory(cache: FeatureCache, train_split: str, val_split: str | None, b
 
 def train_head(cache_path: str, model: str, out: str, params: dict | None = None,
                train_split: str = "train", val_split: str | None = "val",
-               max_memory: str | int | None = None, progress: bool | None = None) -> TrainSummary:
+               max_memory: str | int | None = None, progress: bool | None = None,
+               calibrate: bool = False, calibration_folds: int = 3) -> TrainSummary:
     """Train head `model` on `cache_path` and write it to `out`.
 
     Args:
         cache_path: a finished cache.
-        model: head name (see `featcache.heads.list_heads`).
+        model: head name (see `featcache.heads.list_heads`); to let featcache choose,
+            see `featcache.selection.compare_heads`.
         out: folder for the head's files.
         params: head parameters the user set, e.g. {"epochs": 10}; None values and
             missing ones take the head's defaults (see `featcache.heads.create_head`).
@@ -104,59 +106,139 @@ def train_head(cache_path: str, model: str, out: str, params: dict | None = None
         val_split: split for early stopping and metrics; None or missing: train only.
         max_memory: memory budget for features, e.g. "2GB" (default: half of RAM).
         progress: show an epoch bar (None: only on a terminal).
+        calibrate: fit calibrated probabilities on held-out training folds
+            (temperature scaling for Keras heads, CalibratedClassifierCV for
+            scikit-learn heads); metrics.json then reports ECE before and after.
+        calibration_folds: folds for `calibrate` (grouped by image).
 
     Raises:
         FeatcacheError subclasses with one-line messages.
     """
     head = create_head(model, **(params or {}))
     cache = FeatureCache(cache_path)
-    if train_split not in cache.splits:
-        raise CacheError(f"{cache_path}: no '{train_split}' split to train on "
-                         f"(splits: {', '.join(cache.splits)}).")
-    if val_split not in cache.splits:
-        val_split = None
-    if len(cache.class_names) < 2:
-        raise UsageError(f"{cache_path}: only one class ({cache.class_names[0]}); "
-                         "a classifier needs at least two.")
-    budget = parse_size(max_memory) or default_memory_budget()
+    val_split = _check_splits(cache, cache_path, train_split, val_split)
+    budget_bytes = parse_size(max_memory) or default_memory_budget()
     head.check_params(len(cache.class_names), cache.feature_shape)
-    in_memory = _plan_memory(cache, train_split, val_split, budget, head)
+    in_memory = _plan_memory(cache, train_split, val_split, budget_bytes, head)
+    if calibrate and not in_memory:
+        raise UsageError(f"{param('calibrate')} needs the training features in memory (it trains on "
+                         f"held-out folds); raise {param('max_memory')}.")
     out = prepare_out_folder(out)
     train = FeatureSplit(cache, train_split, in_memory)
     val = FeatureSplit(cache, val_split, in_memory) if val_split else None
     try:
+        temperature = None
+        if calibrate and get_head_spec(head.name).kind == "keras":
+            temperature = _keras_temperature(head, cache, train, calibration_folds)
         start = time.perf_counter()
         head.fit_cache(train, val, progress=progress)
         seconds = time.perf_counter() - start
-        train_scores = predict_split(head, train)
-        scored = val if val is not None else train
-        scores = predict_split(head, val) if val is not None else train_scores
-        metrics = classification_metrics(scored.labels, scores, cache.class_names)
+        return finish_head(out, head, cache, train, val, seconds, in_memory,
+                           calibrate=calibrate, temperature=temperature,
+                           calibration_folds=calibration_folds)
     finally:
         train.close()
         if val is not None:
             val.close()
+
+
+def _check_splits(cache: FeatureCache, cache_path: str, train_split: str, val_split: str | None):
+    """The validation split to use (None when the cache has none); refuses unusable caches."""
+    if train_split not in cache.splits:
+        raise CacheError(f"{cache_path}: no '{train_split}' split to train on "
+                         f"(splits: {', '.join(cache.splits)}).")
+    if len(cache.class_names) < 2:
+        raise UsageError(f"{cache_path}: only one class ({cache.class_names[0]}); "
+                         "a classifier needs at least two.")
+    return val_split if val_split in cache.splits else None
+
+
+def split_hashes(cache: FeatureCache, split: str) -> list[str]:
+    """The sha256 of each row's image file, in stored order (without reading features)."""
+    hashes: list[str] = []
+    for shard in cache.shards(split):
+        with cache.open_shard(shard) as f:
+            hashes.extend(f.hashes())
+    return hashes
+
+
+def _keras_temperature(head, cache: FeatureCache, train: FeatureSplit, folds: int) -> float:
+    """Temperature fitted to out-of-fold scores of copies of `head` on the training split."""
+    from sklearn.base import clone
+
+    from .heads.calibration import fit_temperature, grouped_folds, image_groups, out_of_fold_scores
+
+    labels = train.labels
+    splits = grouped_folds(labels, image_groups(split_hashes(cache, train.split)), folds, head.seed)
+    scores, _ = out_of_fold_scores(lambda: clone(head), train.all_features(), labels, splits,
+                                   len(cache.class_names))
+    return fit_temperature(scores, labels)
+
+
+def finish_head(out: str, head, cache: FeatureCache, train, val, seconds: float, in_memory: bool,
+                calibrate: bool = False, temperature: float | None = None,
+                calibration_folds: int = 3, extra: dict | None = None,
+                plots: bool = True) -> TrainSummary:
+    """Score a fitted head, calibrate it if asked, and write its folder (model, config,
+    metrics, history, plots).
+
+    Args:
+        temperature: for a Keras head with `calibrate`, the temperature to fold into it.
+        extra: more entries for the config's "training" record (e.g. the selection).
+        plots: draw history, confusion matrix and reliability PNGs.
+    """
+    from .heads.calibration import calibration_report, fold_temperature, grouped_folds, image_groups
+
+    scored = val if val is not None else train
+    train_scores = predict_split(head, train)
+    scores = predict_split(head, val) if val is not None else train_scores
+    calibration = None
+    if calibrate:
+        before = scores
+        if temperature is not None:
+            fold_temperature(head.model_, temperature)
+            method = "temperature scaling"
+        else:
+            splits = grouped_folds(train.labels, image_groups(split_hashes(cache, train.split)),
+                                   calibration_folds, getattr(head, "seed", 0))
+            head.calibrate(train.all_features(), train.labels, splits)
+            temperature = head.temperature
+            method = "CalibratedClassifierCV (temperature)"
+        train_scores = predict_split(head, train)
+        scores = predict_split(head, val) if val is not None else train_scores
+        calibration = calibration_report(scored.labels, before, scores, method,
+                                         temperature=round(float(temperature), 4),
+                                         folds=calibration_folds, split=scored.split)
+    metrics = classification_metrics(scored.labels, scores, cache.class_names)
     metrics["split"] = scored.split
+    if calibration is not None:
+        metrics["calibration"] = calibration
     train_accuracy = float(np.mean(train_scores.argmax(axis=1) == train.labels))
-    training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train_split,
-                "val_split": val_split, "train_rows": train.n_rows,
+    notes = dict(head.notes_)
+    if calibration is not None:
+        notes["calibration"] = {k: calibration[k] for k in ("method", "temperature", "folds")}
+    training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train.split,
+                "val_split": val.split if val is not None else None, "train_rows": train.n_rows,
                 "val_rows": val.n_rows if val is not None else 0,
-                "best_epoch": head.best_epoch_, **head.notes_}
+                "best_epoch": head.best_epoch_, **notes, **(extra or {})}
     config = write_head(out, head, cache, training)
     write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
     write_json_atomic(os.path.join(out, HISTORY_FILE), head.history_)
     files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
-    files += _plots(out, head.name, head, metrics, cache.class_names)
+    if plots:
+        files += _plots(out, head.name, head, metrics, cache.class_names, scored.labels, scores,
+                        before if calibration is not None else None)
     return TrainSummary(
         out=out, head=head.name,
         val_accuracy=metrics["accuracy"] if val is not None else None,
         train_accuracy=train_accuracy, seconds=seconds, in_memory=in_memory,
         train_rows=train.n_rows, val_rows=val.n_rows if val is not None else 0,
-        metrics=metrics, files=files, notes={**head.notes_, "best_epoch": head.best_epoch_})
+        metrics=metrics, files=files, notes={**notes, "best_epoch": head.best_epoch_, **(extra or {})})
 
 
-def _plots(out: str, name: str, head, metrics: dict, class_names: list[str]) -> list[str]:
-    from .plots import plot_confusion, plot_history
+def _plots(out: str, name: str, head, metrics: dict, class_names: list[str], labels, scores,
+           uncalibrated=None) -> list[str]:
+    from .plots import plot_confusion, plot_history, plot_reliability
 
     written = []
     if plot_history(head.history_, os.path.join(out, "history.png"), f"{name} head",
@@ -165,6 +247,11 @@ def _plots(out: str, name: str, head, metrics: dict, class_names: list[str]) -> 
     plot_confusion(metrics["confusion_matrix"], class_names, os.path.join(out, "confusion_matrix.png"),
                    f"{name}: {metrics['split']} accuracy {metrics['accuracy']:.3f}")
     written.append("confusion_matrix.png")
+    curves = ({"before calibration": uncalibrated, "calibrated": scores} if uncalibrated is not None
+              else {name: scores})
+    plot_reliability(labels, curves, os.path.join(out, "reliability.png"),
+                     f"{name}: reliability on {metrics['split']}")
+    written.append("reliability.png")
     return written
 
 

@@ -11,6 +11,9 @@ Scores: linear classifiers (those with `coef_`: logreg, linear-svm, sgd,
 ridge) give the softmax of their decision function (for logistic regression
 that is exactly its probabilities; for the others a monotone score, not a
 calibrated probability). Others (kNN, random forest) give `predict_proba`.
+`calibrate` wraps the fitted pipeline in a temperature-scaled
+CalibratedClassifierCV, whose probabilities are then the scores; a calibrated
+linear head is still one affine map plus a softmax, so it still exports.
 """
 
 from __future__ import annotations
@@ -229,23 +232,64 @@ class SklearnHead(HeadBase):
         return model, {}, None, {"epochs": self.epochs, "streamed": not train.in_memory}
 
     @property
+    def calibrated(self) -> bool:
+        """Whether the fitted model is wrapped in a CalibratedClassifierCV (see `calibrate`)."""
+        return hasattr(self.model_, "calibrated_classifiers_")
+
+    def pipeline(self):
+        """The fitted scaling/PCA/classifier Pipeline (inside the calibration, if any)."""
+        if self.calibrated:
+            return self.model_.calibrated_classifiers_[0].estimator
+        return self.model_
+
+    @property
     def is_linear(self) -> bool:
         """Whether the fitted classifier is one affine map (it has coef_)."""
-        return hasattr(self.model_.steps[-1][1], "coef_")
+        return hasattr(self.pipeline().steps[-1][1], "coef_")
 
     def decision(self, features: np.ndarray) -> np.ndarray:
-        """Decision values (N, C) of a linear head (two columns for two classes)."""
-        scores = self.model_.decision_function(self._inputs(features))
+        """Decision values (N, C) of a linear head (two columns for two classes), uncalibrated."""
+        scores = self.pipeline().decision_function(self._inputs(features))
         if scores.ndim == 1:
             scores = np.stack([np.zeros_like(scores), scores], axis=1)
         return scores
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        if self.is_linear:
+        model = self.model_
+        if self.is_linear and not self.calibrated:
             return _softmax(np.asarray(self.decision(X), dtype=np.float64))
         probs = np.zeros((len(X), self.n_classes))
-        probs[:, self.model_.classes_] = self.model_.predict_proba(self._inputs(X))
+        probs[:, model.classes_] = model.predict_proba(self._inputs(X))
         return probs
+
+    def calibrate(self, X, labels: np.ndarray, folds) -> "SklearnHead":
+        """Replace the fitted model by a temperature-scaled one (CalibratedClassifierCV).
+
+        The pipeline, with the parameters it was fitted with, is refitted on all of
+        `X`; the temperature is fitted to its out-of-fold scores over `folds` (held-out
+        training rows, see `featcache.heads.calibration.grouped_folds`).
+
+        Returns:
+            self, calibrated.
+        """
+        from sklearn.base import clone
+        from sklearn.calibration import CalibratedClassifierCV
+
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        base = clone(self.pipeline())
+        calibrated = CalibratedClassifierCV(base, method="temperature", cv=list(folds), ensemble=False)
+        calibrated.fit(self._inputs(self._rows(X)), np.asarray(labels))
+        self.model_ = calibrated
+        return self
+
+    @property
+    def temperature(self) -> float | None:
+        """The fitted temperature (1 / beta) of a calibrated head, else None."""
+        if not self.calibrated:
+            return None
+        return 1.0 / float(self.model_.calibrated_classifiers_[0].calibrators[0].beta_)
 
     def _save_model(self, folder: str) -> str:
         import os
@@ -260,7 +304,7 @@ class SklearnHead(HeadBase):
         """The whole linear pipeline as one map: scores = x @ W + b (float64)."""
         W = None
         b = None
-        for name, step in self.model_.steps:
+        for name, step in self.pipeline().steps:
             if name == "scale":
                 A = np.diag(1.0 / step.scale_)
                 c = -step.mean_ / step.scale_
@@ -294,6 +338,12 @@ class SklearnHead(HeadBase):
 
         keras = import_keras()
         W, b = self.affine()
+        if self.calibrated:
+            # scikit-learn scales the logits (-d, d) of a binary head, or the C decision values,
+            # by beta; our two columns are (0, d): softmax(beta * (-d, d)) = softmax((0, 2 beta d))
+            beta = 1.0 / self.temperature
+            scale = 2.0 * beta if np.atleast_2d(self.pipeline().steps[-1][1].coef_).shape[0] == 1 else beta
+            W, b = W * scale, b * scale
         inputs, x = self.keras_input(keras)
         dense = keras.layers.Dense(self.n_classes, activation="softmax", name="probabilities")
         outputs = dense(x)
