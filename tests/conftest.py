@@ -20,6 +20,9 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+# `--runtime auto` means Keras in tests on every CPU, module- and session-scoped fixtures
+# included (the function-scoped _isolated_environment below sets it again for each test)
+os.environ["FEATCACHE_RUNTIME"] = "keras"
 SHARED = Path(os.environ.get("FEATCACHE_SHARED", REPO.parent / "shared"))
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from conftest import make_folder
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
-from featcache.finetune import FinetuneOptions, finetune
+from featcache.finetune import CHECKPOINT_DIR, STATE_FILE, FinetuneOptions, finetune
 from featcache.train import evaluate, train_head
 
 
@@ -35,14 +38,29 @@ def test_finetune_refuses_mixed_backbones_and_names_the_field(tmp_path):
     with pytest.raises(FingerprintMismatchError, match='versions.keras: cache has "2.15.0"'):
         finetune(str(data), head32, str(tmp_path / "ft0"), FinetuneOptions(epochs=1), progress=False)
 
-    # an unfinished run started from the 48 px head (it stops after writing its state:
-    # this data has no train images) cannot be resumed with another head
+    # no training images: refused before anything is written
     only_val = make_folder(tmp_path / "only_val", {"val": {"a": 1, "b": 1}})
     with pytest.raises(UsageError, match="no training images"):
-        finetune(str(only_val), head48, str(tmp_path / "ft"), FinetuneOptions(epochs=1), progress=False)
+        finetune(str(only_val), head48, str(tmp_path / "ft0b"), FinetuneOptions(epochs=1),
+                 progress=False)
+    # a run from the 48 px head killed mid-training (a real process) cannot be resumed with
+    # another head
+    state = tmp_path / "ft" / CHECKPOINT_DIR / STATE_FILE
+    proc = subprocess.Popen([sys.executable, "-m", "featcache", "finetune", "--data", str(data),
+                             "--model", head48, "--out", str(tmp_path / "ft"), "--epochs", "1000",
+                             "--no-early-stopping", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.exists(), "the fine-tuning run never wrote its state"
+    finally:
+        proc.kill()
+        proc.wait()
     _, head32b = head_for(tmp_path, "32b", data, image_size=32)
     with pytest.raises(FingerprintMismatchError, match="input_size.*Resume it with the head"):
-        finetune(str(only_val), head32b, str(tmp_path / "ft"), FinetuneOptions(epochs=1),
+        finetune(str(data), head32b, str(tmp_path / "ft"), FinetuneOptions(epochs=1),
                  resume=True, progress=False)
 
 

@@ -138,6 +138,8 @@ def extract(options: ExtractOptions, extractor=None, rebuild: tuple[str, ...] = 
     started = time.perf_counter()
     timing = {"scan": 0.0, "build_model": 0.0, **new_timing()}
     options.validate()
+    if extractor is not None and options.runtime == "auto":  # the model built earlier decides
+        options = replace(options, runtime=extractor.runtime)
     options = replace(options, runtime=_runtime_for(options))
     if options.runtime == "openvino":
         from ..runtimes import import_openvino
