@@ -22,6 +22,7 @@ from . import report
 from ._version import __version__
 from .errors import FeatcacheError, FeatcacheWarning, UsageError, param
 from .hardware import PRECISIONS
+from .quantize import CALIBRATION_IMAGES
 from .runtimes import RUNTIME_CHOICES, RUNTIMES
 
 
@@ -178,7 +179,7 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
                         "`featcache hardware`), float16 (GPUs) or int8 (with --runtime openvino: "
                         "quantized on your training images, its feature error measured and "
                         "reported); part of the cache's fingerprint")
-    g.add_argument("--calibration-images", type=int, default=300, metavar="N",
+    g.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
                    help="--precision int8: how many training images (drawn with --seed) "
                         "calibrate the quantization (default 300)")
     g.add_argument("--resize", choices=sorted(RESAMPLING), default="bilinear",

@@ -9,6 +9,7 @@ from ..augment_views import AugmentSpec
 from ..decode import DECODES, DEFAULT_MAX_PIXELS
 from ..errors import FeatcacheWarning, ParameterError, UsageError, param
 from ..hardware import check_precision
+from ..quantize import CALIBRATION_IMAGES
 from ..runtimes import check_runtime
 
 DTYPES = ("float32", "float16")
@@ -35,7 +36,7 @@ class ExtractOptions:
     dtype: str = "float32"
     precision: str = "float32"
     runtime: str = "auto"  # runtimes.resolve_runtime; a cache being resumed keeps its own
-    calibration_images: int = 300  # precision int8: training images NNCF calibrates on
+    calibration_images: int = CALIBRATION_IMAGES  # precision int8: training images NNCF calibrates on
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     root: str | None = None
@@ -144,7 +145,7 @@ class ExtractOptions:
             batch_size=extraction.get("batch_size", 32), dtype=fp["dtype"],
             precision=fp.get("precision", "float32"),
             runtime=(fp.get("runtime") or {}).get("name", "keras"),
-            calibration_images=((fp.get("runtime") or {}).get("calibration") or {}).get("images", 300),
+            calibration_images=((fp.get("runtime") or {}).get("calibration") or {}).get("images", CALIBRATION_IMAGES),
             val_fraction=source.get("val_split", 0.0), test_fraction=source.get("test_split", 0.0),
             root=source["root"] if source.get("layout") == "list" else None,
             # the plan check of a repair refuses any list that is not what it was
