@@ -29,6 +29,8 @@ class ExtractSummary:
     runtime: str = "keras"  # what ran the backbone (an "auto" request resolved)
     precision: str = "float32"
     quantization: dict | None = None  # precision int8: calibration and fidelity (quantize.py)
+    # the backbone's rows per second of inference, this run's or (nothing extracted) the cache's
+    backbone_images_per_second: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -72,4 +74,5 @@ class ExtractSummary:
             "runtime": self.runtime,
             "precision": self.precision,
             **({"quantization": self.quantization} if self.quantization else {}),
+            "backbone_images_per_second": self.backbone_images_per_second,
         }
