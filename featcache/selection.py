@@ -143,6 +143,9 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline):
     if spec.kind == "sklearn":
         grid = spec.params.get("search_grid")
         values = list(grid[1]) if grid else [None]
+        if grid and grid[0] == "n_neighbors":  # a neighbour count needs that many rows to fit on
+            smallest = min(len(rows) for rows, _ in folds)
+            values = [v for v in values if v <= smallest] or [max(1, smallest)]
         tried = []
         for value in values:
             scores = _fold_scores_sklearn(name, base, value, grid is not None, X, y, folds,
@@ -157,18 +160,28 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline):
         head = create_head(name, **base, **(_grid_params(name, value) if grid else {}))
         return head, scores, selection
 
+    made = []
+
     def make():
         if deadline is not None and time.perf_counter() > deadline:
             raise _OverBudget()
-        return create_head(name, **base)
+        made.append(create_head(name, **base))
+        return made[-1]
 
     scores, epochs = out_of_fold_scores(make, X, y, folds, n_classes)
     chosen_epochs = max(1, int(round(float(np.median(epochs))))) if epochs else None
-    selection = {"fold_best_epochs": epochs, "chosen": {"epochs": chosen_epochs}}
+    selection = {"fold_best_epochs": epochs, "chosen": {"epochs": chosen_epochs},
+                 "fold_epochs_run": sum(epochs_run(name, h) for h in made)}
     final = dict(base, early_stopping=False)
     if chosen_epochs is not None:
         final["epochs"] = chosen_epochs
     return create_head(name, **final), scores, selection
+
+
+def epochs_run(name: str, head) -> int:
+    """Training epochs the fitted head `name` ran (0 for a scikit-learn head)."""
+    history = getattr(head, "history_", None) or {}
+    return len(history.get("loss", [])) if HEADS[name].kind == "keras" else 0
 
 
 def _predict_ms_per_1000(head, rows: np.ndarray, repeats: int = 3) -> float:
@@ -282,6 +295,8 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
                 val_ece=round(metrics["ece"], 4) if val is not None else None,
                 fit_seconds=round(time.perf_counter() - head_start, 2),
                 final_fit_seconds=round(fit_seconds, 2),
+                # every epoch over the training rows, folds included (Keras heads only)
+                epochs_run=selection.get("fold_epochs_run", 0) + epochs_run(name, head),
                 predict_ms_per_1000=round(_predict_ms_per_1000(head, timing_rows), 2),
                 model_bytes=os.path.getsize(os.path.join(folder, summary.files[0])),
                 folder=folder)

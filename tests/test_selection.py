@@ -201,3 +201,16 @@ def test_compare_calibrates_every_head_when_asked(mobilenet_cache, tmp_path):
         assert row["val_ece_before_calibration"] == pytest.approx(metrics["calibration"]["ece_before"],
                                                                   abs=1e-4)
     assert (tmp_path / "c" / "winner" / "reliability.png").is_file()
+
+
+def test_knn_grid_keeps_to_neighbour_counts_the_folds_can_fit(tiny_folder, tmp_path):
+    """Eight training images in three folds: kNN's grid (up to 15 neighbours) shrinks to what
+    a fold's training rows allow instead of failing, and Keras heads count their epochs."""
+    cache = extract(ExtractOptions(data=str(tiny_folder), out=str(tmp_path / "c"), backbone="mobilenet",
+                                   image_size=32, weights="none", progress=False)).cache
+    result = compare_heads(cache, heads=["knn", "dense256"], out=str(tmp_path / "cmp"),
+                           params=FAST)
+    rows = {r["head"]: r for r in result.rows}
+    assert rows["knn"]["status"] == "ok" and rows["knn"]["selected"]["n_neighbors"] <= 5
+    assert rows["knn"]["epochs_run"] == 0
+    assert 4 <= rows["dense256"]["epochs_run"] <= 4 * FAST["epochs"]  # 3 folds + the final fit
