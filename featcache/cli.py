@@ -642,6 +642,9 @@ def _cmd_finetune(args) -> int:
 # ---------------------------------------------------------------- demo
 def _add_demo_flags(p) -> None:
     p.add_argument("--out", default="featcache-demo", help="output folder (default featcache-demo)")
+    p.add_argument("--data", help="run the demo on your own folder of class folders instead of "
+                                   "the shipped CIFAR-10 sample (no val/ folder: 20%% become "
+                                   "validation)")
     p.add_argument("--weights-dir", help="offline folder of Keras weight files "
                                          "(default: $FEATCACHE_WEIGHTS_DIR)")
     _add_output_flags(p)
@@ -650,9 +653,10 @@ def _add_demo_flags(p) -> None:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    print(report.DEMO_INTRO, file=sys.stderr)
+    print(report.demo_intro(args.data), file=sys.stderr)
     with _stdout_for_json(args.json):
-        result = run_demo(out=args.out, weights_dir=args.weights_dir, progress=_progress(args))
+        result = run_demo(out=args.out, data=args.data, weights_dir=args.weights_dir,
+                          progress=_progress(args))
     _emit(args, result, report.demo_summary)
     return 0
 

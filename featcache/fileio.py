@@ -34,11 +34,15 @@ def fsync_dir(path: str) -> None:
 
 def write_json_atomic(path: str, data: dict) -> None:
     """Write JSON so that readers see either the old file or the whole new one."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a text file so that readers see either the old file or the whole new one."""
     tmp = f"{path}{TMP_MARKER}{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

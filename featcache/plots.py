@@ -135,6 +135,9 @@ def plot_leaderboard(rows: list[dict], path: str, title: str) -> str:
         if r.get("winner"):
             ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:orange", zorder=3)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short spans
     ax.set_xlabel("fit seconds (model selection + final fit, log scale)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)

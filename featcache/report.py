@@ -375,17 +375,38 @@ def export_summary(info: dict) -> str:
             f"{len(info['class_names'])} classes); classes and input format in {info['sidecar']}")
 
 
-DEMO_INTRO = ("featcache demo: MobileNet features of 350 CIFAR-10 images shipped with featcache, "
-              "then a logistic-regression head")
+def demo_intro(data: str | None) -> str:
+    """The demo's first stderr line: what it is about to do."""
+    images = f"your images in {data}" if data else "400 CIFAR-10 images shipped with featcache"
+    return (f"featcache demo: MobileNet runs once over {images}; then several heads train and "
+            "are compared on the cached features")
 
 
 def demo_summary(result) -> str:
-    """`featcache demo`: both summaries, then what to try next."""
-    head = result.training.out
-    return (f"{extract_summary(result.extraction)}\n\n{train_summary(result.training)}\n"
-            f"\nNext: look at {head}/confusion_matrix.png, classify images with\n"
-            f"  featcache predict --model {head} IMAGE_OR_FOLDER\n"
-            "or try another head: featcache heads")
+    """`featcache demo`: extraction, leaderboard, time saved, sample predictions, what next."""
+    cmp_, winner = result.comparison, result.comparison.winner_dir
+    lines = [extract_summary(result.extraction), "", compare_summary(cmp_), ""]
+    if result.saved:
+        s = result.saved
+        lines.append(
+            f"time saved (estimate): the {len([r for r in cmp_.rows if r['status'] == 'ok'])} heads "
+            f"trained in {s.heads_seconds:.1f} s on cached features; the same {s.passes} passes "
+            f"with the frozen base inside model.fit would take about {s.in_fit_seconds:.0f} s "
+            f"({s.images} images at the {s.backbone_images_per_second:.0f} img/s the backbone ran "
+            "during extraction)")
+    lines.append(f"sample predictions of the winner ({cmp_.winner}):")
+    for row in result.predictions:
+        name = os.path.relpath(row["path"], result.data)
+        if "error" in row:
+            lines.append(f"  {name}: {row['error']}")
+            continue
+        top = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["top_k"])
+        lines.append(f"  {name} (true: {row['true_label']}): {top}")
+    lines += [f"report: {result.report}", f"total: {result.seconds:.1f} s", "",
+              f"Next: which head won and why: {cmp_.out}/leaderboard.csv",
+              f"  classify your own images: featcache predict --model {winner} IMAGE_OR_FOLDER",
+              "  run the demo on your own folder: featcache demo --data YOUR_FOLDER"]
+    return "\n".join(lines)
 
 
 _RESUME_HINTS = {

@@ -1,5 +1,5 @@
-"""The command line: JSON and human output, one-line errors, the demo, offline weights,
-flag names and their deprecated spellings, and that cli.py stays thin."""
+"""The command line: JSON and human output, one-line errors, offline weights, flag names and
+their deprecated spellings, and that cli.py stays thin (the demo: test_demo.py)."""
 
 from __future__ import annotations
 
@@ -109,17 +109,6 @@ def test_weights_dir_from_environment_and_flat_or_keras_layout(tiny_folder, tmp_
     weights = json.loads(proc.stdout)["weights"]
     assert weights["source"] == "imagenet" and weights["file"] == "mobilenet_1_0_224_tf_no_top.h5"
     assert weights["sha256"].startswith("7dee85589794")
-
-
-def test_demo_runs_the_main_job_on_the_shipped_sample(tmp_path, weights_dir):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--json",
-                   env={"FEATCACHE_WEIGHTS_DIR": str(weights_dir)})
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)
-    assert summary["extract"]["splits"] == {"train": 250, "val": 100}
-    assert summary["extract"]["skipped"] == []
-    assert summary["train_head"]["val_accuracy"] > 0.3  # 10 classes: chance is 0.1
-    assert {"model.joblib", "confusion_matrix.png"} <= set(os.listdir(tmp_path / "demo" / "head"))
 
 
 def test_backbones_and_layers_listings(capsys):
