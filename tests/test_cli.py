@@ -59,7 +59,7 @@ def test_extract_json_then_info(tiny_folder, tmp_path, capsys):
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
-    shutil.copy(REPO / "featcache/sample_data/cifar10/train/cat/0000.jpg", tmp_path / "a" / "x.jpg")
+    shutil.copy(REPO / "featcache/sample_data/cifar10/train/frog/0000.jpg", tmp_path / "a" / "x.jpg")
     code, out, err = cli(capsys, *args)
     assert code == 2
     assert err.startswith("featcache: error: ") and message in err
