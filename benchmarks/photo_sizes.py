@@ -244,7 +244,7 @@ def small_set_rows(args) -> list[dict]:
 def finetune_rows(args, data: str, weights_dir: str) -> list[dict]:
     """Fine-tuning on the phone-size photos: exact decode every epoch (before) vs fast, kept (after)."""
     from featcache.extract import ExtractOptions, extract
-    from featcache.finetune import FinetuneOptions, finetune
+    from featcache.finetuning import FinetuneOptions, finetune
     from featcache.train import train_head
 
     rows = []

@@ -34,7 +34,7 @@ def main() -> None:
     from featcache._keras import import_keras
     from featcache.dataset import load_dataset
     from featcache.decode import ResizeSpec
-    from featcache.finetune import DEFAULT_AUGMENT, augmentation_layers, parse_augment
+    from featcache.finetuning import DEFAULT_AUGMENT, augmentation_layers, parse_augment
     from featcache.image_feed import image_batches
     from featcache.pipeline import Item
 

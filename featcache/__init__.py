@@ -1,11 +1,14 @@
 """featcache: run a frozen pretrained CNN once, cache its features, train heads in seconds.
 
-Python API::
+Python API (the command line's verbs; keyword arguments are its flags in snake case)::
 
     import featcache
-    summary = featcache.extract(featcache.ExtractOptions(data="photos/", out="cache/",
-                                                         backbone="mobilenet"))
-    train = featcache.load_features("cache/", "train")   # .features, .labels, .paths, .class_names
+    cache = featcache.extract("photos/", "cache/", backbone="mobilenet")
+    head = featcache.train_head(cache, "logreg")              # out="head/" also writes it
+    featcache.predict(head, ["new/cat.jpg"])                  # rows: label, score, top_k
+
+    featcache.compare(cache, out="compare/")                  # every head, chosen on train
+    featcache.load_features("cache/", "train")                # .features, .labels, .paths
 
 Importing featcache is cheap: Keras (and its backend) load only when a model is built.
 """
@@ -14,10 +17,13 @@ from ._version import __version__
 from .backbones import BACKBONES, BackboneSpec, get_backbone, list_backbones
 from .cache import FeatureCache, Features, load_features
 from .errors import FeatcacheError
-from .extract import ExtractOptions, ExtractSummary, extract
+from .extract import ExtractOptions, ExtractSummary
 
+# the verbs last: `featcache.extract` is the function, not the subpackage of the same name
+from .api import compare, evaluate, extract, finetune, predict, train_head  # noqa: E402
 
 __all__ = [
-    "BACKBONES", "BackboneSpec", "ExtractOptions", "ExtractSummary", "FeatcacheError", "FeatureCache", "Features",
-    "extract", "get_backbone", "list_backbones", "load_features", "__version__",
+    "BACKBONES", "BackboneSpec", "ExtractOptions", "ExtractSummary", "FeatcacheError", "FeatureCache",
+    "Features", "compare", "evaluate", "extract", "finetune", "get_backbone", "list_backbones",
+    "load_features", "predict", "train_head", "__version__",
 ]

@@ -138,18 +138,26 @@ def write_model_files(folder: str, *, kind: str, head: str, model_file: str, cla
 INT8_MODEL_DIR = "int8_model"  # in a head folder trained on an int8 cache
 
 
+def head_source(cache) -> dict:
+    """What a head trained on `cache` needs to rebuild its backbone: the fingerprint.json
+    contents and the backbone entry of config.json (see prediction.backbone_for_head)."""
+    manifest = cache.manifest
+    return {"fingerprint": {"fingerprint_hash": cache.fingerprint_hash, "fingerprint": cache.fingerprint},
+            "config": {"backbone": {"weights": manifest.get("weights", {}),
+                                    "tap": manifest.get("extraction", {}).get("tap")}}}
+
+
 def write_head(folder: str, head, cache, training: dict) -> dict:
     """Save the model, config.json and fingerprint.json; returns the config."""
     model_file = head.save(folder)
     kind = get_head_spec(head.name).kind
     manifest = cache.manifest
+    source = head_source(cache)
     config = write_model_files(
         folder, kind=kind, head=head.name, model_file=model_file, class_names=head.class_names,
         feature_shape=head.feature_shape_, spatial=head.spatial_, params=head_config_params(head),
         cache={"path": cache.path, "fingerprint_hash": cache.fingerprint_hash},
-        backbone={"weights": manifest.get("weights", {}),
-                  "tap": manifest.get("extraction", {}).get("tap")},
-        fingerprint={"fingerprint_hash": cache.fingerprint_hash, "fingerprint": cache.fingerprint},
+        backbone=source["config"]["backbone"], fingerprint=source["fingerprint"],
         training=training)
     quantized = manifest.get("quantization")
     if quantized:  # precision int8: the head predicts with the very model its features came from

@@ -19,6 +19,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 from . import report
+from .api import TOP_K
 from ._version import __version__
 from .errors import FeatcacheError, FeatcacheWarning, UsageError, param
 from .hardware import PRECISIONS
@@ -232,7 +233,8 @@ def _add_extract_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_extract(args) -> int:
-    from .extract import ExtractOptions, extract
+    from .api import extract
+    from .extract import ExtractOptions
 
     options = options_from_args(ExtractOptions, args, progress=_progress(args))
     with _stdout_for_json(args.json):
@@ -444,26 +446,23 @@ def _head_options(args) -> dict:
 
 
 def _cmd_train_head(args) -> int:
+    from .api import compare, train_head
     from .report import train_summary
-    from .train import train_head
 
     progress = False if (args.quiet or args.json) else None
     with _stdout_for_json(args.json):
         if args.model.lower() == "auto":
-            from .selection import compare_heads
-
-            summary = compare_heads(args.cache, winner_out=args.out, budget=args.budget,
-                                    calibrate=args.calibrate, max_memory=args.max_memory,
-                                    progress=progress, train_split=args.train_split,
-                                    val_split=args.val_split, params=_head_options(args)
-                                    ).winner_summary
+            summary = compare(args.cache, winner_out=args.out, budget=args.budget,
+                              calibrate=args.calibrate, max_memory=args.max_memory,
+                              progress=progress, train_split=args.train_split,
+                              val_split=args.val_split, params=_head_options(args)).winner_summary
         else:
             if args.budget is not None:
                 raise UsageError(f"{param('budget')} applies only with {param('model')} auto.")
-            summary = train_head(args.cache, args.model, args.out, params=_head_options(args),
-                                 train_split=args.train_split, val_split=args.val_split,
-                                 max_memory=args.max_memory, progress=progress,
-                                 calibrate=args.calibrate)
+            summary = train_head(args.cache, args.model, args.out, train_split=args.train_split,
+                                 val_split=args.val_split, max_memory=args.max_memory,
+                                 progress=progress, calibrate=args.calibrate,
+                                 **_head_options(args)).summary_
     if args.json:
         _print_json(summary.to_json())
     elif not args.quiet:
@@ -496,13 +495,13 @@ def _add_compare_flags(p) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from .selection import compare_heads
+    from .api import compare
 
     with _stdout_for_json(args.json):
-        result = compare_heads(args.cache, heads=args.heads, out=args.out, budget=args.budget,
-                               cv=args.cv, calibrate=args.calibrate, max_memory=args.max_memory,
-                               progress=_progress(args), train_split=args.train_split,
-                               val_split=args.val_split, seed=args.seed)
+        result = compare(args.cache, heads=args.heads, out=args.out, budget=args.budget,
+                         cv=args.cv, calibrate=args.calibrate, max_memory=args.max_memory,
+                         progress=_progress(args), train_split=args.train_split,
+                         val_split=args.val_split, seed=args.seed)
     _emit(args, result, report.compare_summary)
     return 0
 
@@ -517,7 +516,7 @@ def _add_evaluate_flags(p) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .train import evaluate
+    from .api import evaluate
 
     with _stdout_for_json(args.json):
         metrics = evaluate(args.model, args.cache, args.split, trust=args.trust)
@@ -528,7 +527,8 @@ def _cmd_evaluate(args) -> int:
 def _add_predict_flags(p) -> None:
     _add_model_flag(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS")
-    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top-k", type=int, default=TOP_K,
+                   help=f"classes to show per image (default {TOP_K})")
     p.add_argument("--batch-size", type=int, default=32, help="images per backbone call (default 32)")
     _add_precision_override(p)
     p.add_argument("--runtime", choices=RUNTIMES,
@@ -539,10 +539,10 @@ def _add_predict_flags(p) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import predict_images
+    from .api import predict
 
     with _stdout_for_json(args.json):
-        results = predict_images(args.model, args.inputs, top_k=args.top_k,
+        results = predict(args.model, args.inputs, top_k=args.top_k,
                                  weights_dir=args.weights_dir, weights=args.weights,
                                  batch_size=args.batch_size, trust=args.trust,
                                  precision=args.precision, runtime=args.runtime)
@@ -575,7 +575,7 @@ def _cmd_export(args) -> int:
 
 # ---------------------------------------------------------------- finetune
 def _add_finetune_flags(p) -> None:
-    from .finetune import BACKBONE_LR_FACTOR, DEFAULT_AUGMENT, SCHEDULES
+    from .finetuning import BACKBONE_LR_FACTOR, DEFAULT_AUGMENT, SCHEDULES
 
     p.add_argument("--data", required=True, help="image folder or CSV/TSV list, as for extract")
     _add_model_flag(p, deprecated=("--head",))
@@ -629,10 +629,13 @@ def _add_finetune_flags(p) -> None:
 
 
 def _cmd_finetune(args) -> int:
-    from .finetune import FinetuneOptions, finetune
+    from .api import finetune
+    from .finetuning import FinetuneOptions
 
+    options = options_from_args(FinetuneOptions, args)
     with _stdout_for_json(args.json):
-        summary = finetune(args.data, args.model, args.out, options_from_args(FinetuneOptions, args),
+        summary = finetune(args.data, args.model, args.out,
+                           **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
                            resume=args.resume, weights_dir=args.weights_dir, weights=args.weights,
                            progress=_progress(args), trust=args.trust)
     _emit(args, summary, report.finetune_summary)

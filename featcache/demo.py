@@ -135,7 +135,7 @@ def run_demo(out: str = "featcache-demo", data: str | None = None, backbone: str
             a val split folder, 20 % of the images become validation, by content hash.
     """
     from .dataset import load_dataset
-    from .predict import predict_images
+    from .prediction import predict_images
 
     started = time.perf_counter()
     data = os.path.abspath(data) if data else sample_data_dir()

@@ -18,7 +18,7 @@ from ._keras import import_keras
 from .artifacts import is_end_to_end, load_end_to_end, load_head, read_head_files
 from .errors import UsageError
 from .fileio import write_json_atomic
-from .predict import backbone_for_head
+from .prediction import backbone_for_head
 
 
 def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,

@@ -62,7 +62,7 @@ class FeatureExtractor:
             {"source": "none", "seed"}.
         feature_shape: shape of one row of features.
         backbone: the Keras model from the backbone's input to the tap, nested in
-            `model`; fine-tuning unfreezes its top layers (see finetune.py).
+            `model`; fine-tuning unfreezes its top layers (see finetuning.py).
     """
 
     model: object

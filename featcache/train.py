@@ -20,6 +20,7 @@ from .artifacts import (
     METRICS_FILE,
     is_end_to_end,
     load_head,
+    head_source,
     prepare_out_folder,
     read_head_files,
     write_head,
@@ -48,6 +49,7 @@ class TrainSummary:
     metrics: dict = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
+    estimator: object = field(default=None, repr=False)  # the fitted head itself
 
     def to_json(self) -> dict:
         return {
@@ -89,7 +91,7 @@ def _plan_memory(cache: FeatureCache, train_split: str, val_split: str | None, b
     return False
 
 
-def train_head(cache_path: str, model: str, out: str, params: dict | None = None,
+def train_head(cache_path: str, model: str, out: str | None, params: dict | None = None,
                train_split: str = "train", val_split: str | None = "val",
                max_memory: str | int | None = None, progress: bool | None = None,
                calibrate: bool = False, calibration_folds: int = 3) -> TrainSummary:
@@ -99,7 +101,8 @@ def train_head(cache_path: str, model: str, out: str, params: dict | None = None
         cache_path: a finished cache.
         model: head name (see `featcache.heads.list_heads`); to let featcache choose,
             see `featcache.selection.compare_heads`.
-        out: folder for the head's files.
+        out: folder for the head's files; None: write nothing (the summary's
+            `estimator` is the fitted head).
         params: head parameters the user set, e.g. {"epochs": 10}; None values and
             missing ones take the head's defaults (see `featcache.heads.create_head`).
         train_split: split to train on.
@@ -123,7 +126,7 @@ def train_head(cache_path: str, model: str, out: str, params: dict | None = None
     if calibrate and not in_memory:
         raise UsageError(f"{param('calibrate')} needs the training features in memory (it trains on "
                          f"held-out folds); raise {param('max_memory')}.")
-    out = prepare_out_folder(out)
+    out = prepare_out_folder(out) if out is not None else None
     train = FeatureSplit(cache, train_split, in_memory)
     val = FeatureSplit(cache, val_split, in_memory) if val_split else None
     try:
@@ -175,7 +178,7 @@ def _keras_temperature(head, cache: FeatureCache, train: FeatureSplit, folds: in
     return fit_temperature(scores, labels)
 
 
-def finish_head(out: str, head, cache: FeatureCache, train, val, seconds: float, in_memory: bool,
+def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds: float, in_memory: bool,
                 calibrate: bool = False, temperature: float | None = None,
                 calibration_folds: int = 3, extra: dict | None = None,
                 plots: bool = True) -> TrainSummary:
@@ -221,11 +224,15 @@ def finish_head(out: str, head, cache: FeatureCache, train, val, seconds: float,
                 "val_split": val.split if val is not None else None, "train_rows": train.n_rows,
                 "val_rows": val.n_rows if val is not None else 0,
                 "best_epoch": head.best_epoch_, **notes, **(extra or {})}
-    config = write_head(out, head, cache, training)
-    write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
-    write_json_atomic(os.path.join(out, HISTORY_FILE), head.history_)
-    files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
-    if plots:
+    head.source_ = head_source(cache)  # what rebuilds its backbone (featcache.predict)
+    head.val_accuracy_ = metrics["accuracy"] if val is not None else None
+    files = []
+    if out is not None:
+        config = write_head(out, head, cache, training)
+        write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
+        write_json_atomic(os.path.join(out, HISTORY_FILE), head.history_)
+        files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
+    if plots and out is not None:
         files += _plots(out, head.name, head, metrics, cache.class_names, scored.labels, scores,
                         before if calibration is not None else None)
     return TrainSummary(
@@ -233,7 +240,8 @@ def finish_head(out: str, head, cache: FeatureCache, train, val, seconds: float,
         val_accuracy=metrics["accuracy"] if val is not None else None,
         train_accuracy=train_accuracy, seconds=seconds, in_memory=in_memory,
         train_rows=train.n_rows, val_rows=val.n_rows if val is not None else 0,
-        metrics=metrics, files=files, notes={**notes, "best_epoch": head.best_epoch_, **(extra or {})})
+        metrics=metrics, files=files, notes={**notes, "best_epoch": head.best_epoch_, **(extra or {})},
+        estimator=head)
 
 
 def _plots(out: str, name: str, head, metrics: dict, class_names: list[str], labels, scores,
@@ -293,7 +301,7 @@ def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = 
 
 def _score_images(model_dir, cache: FeatureCache, split: str, trust: bool, weights_dir):
     from .pipeline import Item
-    from .predict import score_items, scorer_for
+    from .prediction import score_items, scorer_for
 
     paths, labels = cache.index(split)
     root = cache.manifest["source"]["root"]

@@ -149,7 +149,7 @@ def _parse(*argv):
 
 @pytest.mark.parametrize("cls_path,argv", [
     ("featcache.extract.ExtractOptions", ["extract", "--data", "d", "--out", "o"]),
-    ("featcache.finetune.FinetuneOptions", ["finetune", "--data", "d", "--model", "m", "--out", "o"]),
+    ("featcache.finetuning.FinetuneOptions", ["finetune", "--data", "d", "--model", "m", "--out", "o"]),
 ])
 def test_options_are_built_from_flags_named_like_their_fields(cls_path, argv):
     """Every field is a flag dest with the dataclass's own default (progress is set by the CLI)."""
@@ -222,10 +222,10 @@ def test_finetune_help_and_missing_model_name_only_the_new_flag(capsys):
 
 
 def test_finetune_with_the_old_spellings_reaches_the_library(capsys, monkeypatch):
-    import featcache.finetune
+    import featcache.finetuning
 
     calls = []
-    monkeypatch.setattr(featcache.finetune, "finetune",
+    monkeypatch.setattr(featcache.finetuning, "finetune",
                         lambda data, head_dir, out, options, **kw: calls.append((head_dir, options)))
     monkeypatch.setattr(cli_module.report, "finetune_summary", lambda summary: "done")
     code, out, err = cli(capsys, "finetune", "--data", "d", "--head", "h", "--out", "o",
@@ -238,7 +238,7 @@ def test_finetune_with_the_old_spellings_reaches_the_library(capsys, monkeypatch
 
 
 def test_parameter_errors_name_the_flag_on_the_cli_and_the_parameter_in_python(capsys, tmp_path):
-    from featcache.finetune import FinetuneOptions
+    from featcache.finetuning import FinetuneOptions
 
     with pytest.raises(ParameterError, match=r"^val_fraction=1.5: must be a fraction"):
         FinetuneOptions(val_fraction=1.5).validate()

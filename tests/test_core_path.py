@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import featcache
-from featcache.predict import predict_images
+from featcache.prediction import predict_images
 from featcache.train import evaluate, train_head
 
 CLASSES = {"dark": (0, 110), "bright": (145, 256)}

@@ -19,8 +19,8 @@ from conftest import REPO, run_cli
 from featcache.backbones import list_backbones
 from featcache.errors import ParameterError, UsageError
 from featcache.export import export_model
-from featcache.finetune import FinetuneOptions, finetune, parse_augment
-from featcache.predict import predict_images
+from featcache.finetuning import FinetuneOptions, finetune, parse_augment
+from featcache.prediction import predict_images
 from featcache.train import evaluate, train_head
 
 SIZE = 96  # small input: MobileNet's 224 px ImageNet weights load at any size
@@ -198,8 +198,8 @@ def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
 def test_reduced_precision_backbone_trains_with_a_float32_head_and_loss(small_head, precision):
     """Build only: the backbone computes in `precision`, the features, head and loss in float32."""
     from featcache.artifacts import load_head
-    from featcache.finetune import build_model
-    from featcache.predict import backbone_for_head
+    from featcache.finetuning import build_model
+    from featcache.prediction import backbone_for_head
 
     _, head_dir = small_head("tiny_hymenoptera")
     head, config, fingerprint = load_head(head_dir)
@@ -264,7 +264,7 @@ def test_backbone_layers_learn_at_a_fraction_of_the_head_rate():
     """Discriminative rates: one SGD step moves the scaled variables `factor` times as far."""
     import keras
 
-    from featcache.finetune import make_finetune_optimizer
+    from featcache.finetuning import make_finetune_optimizer
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
@@ -290,7 +290,7 @@ def test_backbone_layers_learn_at_a_fraction_of_the_head_rate():
 def test_warm_up_then_cosine_decay():
     import keras
 
-    from featcache.finetune import learning_rate_schedule
+    from featcache.finetuning import learning_rate_schedule
 
     schedule = learning_rate_schedule(keras, FinetuneOptions(learning_rate=1e-3, epochs=5), 10)
     rates = [float(schedule(step)) for step in (0, 10, 30, 50)]
@@ -309,7 +309,7 @@ def test_warm_up_then_cosine_decay():
 def test_every_backbone_names_a_top_block_that_fine_tuning_trains_by_default(name):
     from featcache.backbones import get_backbone
     from featcache.feature_model import build_feature_extractor
-    from featcache.finetune import set_trainable, top_block_start
+    from featcache.finetuning import set_trainable, top_block_start
 
     spec = get_backbone(name)
     with pytest.warns(FeatcacheWarning, match="random"):

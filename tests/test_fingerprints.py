@@ -12,7 +12,7 @@ import pytest
 from conftest import make_folder
 from featcache.errors import FingerprintMismatchError, UsageError
 from featcache.extract import ExtractOptions, extract
-from featcache.finetune import CHECKPOINT_DIR, STATE_FILE, FinetuneOptions, finetune
+from featcache.finetuning import CHECKPOINT_DIR, STATE_FILE, FinetuneOptions, finetune
 from featcache.train import evaluate, train_head
 
 

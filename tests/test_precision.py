@@ -10,7 +10,7 @@ import featcache
 from featcache.errors import FeatcacheWarning, FingerprintMismatchError
 from featcache.extract import ExtractOptions, extract
 from featcache.hardware import cpu_info, precision_warning
-from featcache.predict import predict_images
+from featcache.prediction import predict_images
 from featcache.train import train_head
 
 SIZE = 96

@@ -15,7 +15,7 @@ from featcache.cli import main
 from featcache.decode import ResizeSpec, read_image
 from featcache.errors import ExportError
 from featcache.export import export_model
-from featcache.predict import predict_images
+from featcache.prediction import predict_images
 from featcache.train import train_head
 
 LOAD_WITHOUT_FEATCACHE = """

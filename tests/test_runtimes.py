@@ -54,7 +54,7 @@ def test_a_cache_made_with_openvino_refuses_a_keras_resume_and_its_head_predicts
         tiny, tmp_path):
     from test_core_path import noise_folder
 
-    from featcache.predict import predict_images
+    from featcache.prediction import predict_images
     from featcache.train import train_head
 
     data = noise_folder(tmp_path / "data", {"train": 6, "val": 3})
@@ -91,7 +91,7 @@ def test_int8_quantizes_on_the_training_images_reports_its_error_and_predicts(ti
     from test_core_path import noise_folder
 
     from featcache.errors import ParameterError
-    from featcache.predict import predict_images
+    from featcache.prediction import predict_images
     from featcache.train import train_head
 
     data = noise_folder(tmp_path / "data", {"train": 8, "val": 3})

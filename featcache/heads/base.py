@@ -15,7 +15,7 @@ SPATIAL_MODES = ("flatten", "avg", "max")
 
 # The one optimizer table: default learning rates for a head trained on cached
 # features and for fine-tuning, where it is the head's peak rate and the unfrozen backbone
-# layers learn at a fraction of it (featcache.finetune.BACKBONE_LR_FACTOR).
+# layers learn at a fraction of it (featcache.finetuning.BACKBONE_LR_FACTOR).
 OPTIMIZERS: dict[str, dict[str, float]] = {
     "adam": {"head": 1e-3, "finetune": 1e-4},
     "sgd": {"head": 1e-2, "finetune": 1e-3},

@@ -46,6 +46,12 @@ class HeadBase(ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
+    def __repr__(self, N_CHAR_MAX=700) -> str:
+        """scikit-learn's repr, plus the validation score of a head trained by featcache."""
+        text = super().__repr__(N_CHAR_MAX)
+        score = self.__dict__.get("val_accuracy_")
+        return text if score is None else f"{text}  # val accuracy {score:.4f}"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
@@ -109,7 +115,8 @@ class HeadBase(ClassifierMixin, BaseEstimator):
     def _fit_split(self, train, val, progress, classes):
         feature_shape = tuple(int(d) for d in train.feature_shape)
         self._check_params(len(classes), feature_shape)
-        for attr in ("model_", "history_", "best_epoch_", "notes_"):
+        for attr in ("model_", "history_", "best_epoch_", "notes_", "source_", "val_accuracy_",
+                     "metrics_", "summary_"):
             self.__dict__.pop(attr, None)
         self.classes_ = np.asarray(classes)
         self.feature_shape_ = feature_shape

@@ -496,7 +496,7 @@ def finetune(data: str, head_dir: str, out: str, options: FinetuneOptions | None
 
 
 def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> FinetuneSummary:
-    from .predict import backbone_for_head
+    from .prediction import backbone_for_head
 
     options, head = setup.options, setup.head
     backbone = backbone_for_head(setup.fingerprint, setup.head_config, weights_dir, weights,
@@ -668,7 +668,7 @@ def _kept_pixels(stores) -> dict:
 
 def _score(model, items, resize, options) -> tuple[np.ndarray, np.ndarray]:
     """Scores of a pixels-to-probabilities model on images, in order (unreadable ones left out)."""
-    from .predict import keras_scores, scored_items
+    from .prediction import keras_scores, scored_items
 
     kept = [(item.label, row) for item, row, _ in
             scored_items(keras_scores(model), items, resize, options.batch_size, options.workers)

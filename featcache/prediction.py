@@ -34,6 +34,9 @@ class Backbone:
     dtype: str
 
 
+_BUILT: dict[tuple, object] = {}  # the last feature extractor built, by what it was built from
+
+
 def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None = None,
                       weights: str | None = None, precision: str | None = None,
                       runtime: str | None = None, model_dir: str | None = None) -> Backbone:
@@ -107,9 +110,13 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
                 raise UsageError(f"The head was trained on int8 features, and its quantized model "
                                  f"is not in {int8_model}: pass {param('precision')} float32 to "
                                  "use the float model instead.")
-    extractor = build_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
-                                        fp["pooling"], weights, weights_dir, seed, precision, runtime,
-                                        int8_model)
+    build = (fp["backbone"], fp["input_size"][0], fp["layer"], fp["pooling"], weights, weights_dir,
+             seed, precision, runtime, int8_model)
+    extractor = _BUILT.get(build)
+    if extractor is None:
+        extractor = build_feature_extractor(*build)
+        _BUILT.clear()  # one backbone kept: repeated predictions reuse it, a new one replaces it
+        _BUILT[build] = extractor
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
     if runtime != (made_by or {}).get("name", "keras"):  # a deliberate choice, same arithmetic
         rebuilt.pop("runtime", None)
@@ -170,6 +177,24 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
                        fingerprint, config)
 
 
+def scorer_for_head(head, weights_dir: str | None = None, weights: str | None = None,
+                    batch_size: int = 32, precision: str | None = None,
+                    runtime: str | None = None) -> PixelScorer:
+    """A pixel scorer for a fitted head held in memory (`featcache.train_head` without `out`)."""
+    source = getattr(head, "source_", None)
+    if source is None:
+        raise UsageError("This head does not say which cache it was trained on: pass a head folder, "
+                         "or a head returned by featcache.train_head.")
+    fingerprint, config = source["fingerprint"], source["config"]
+    if fingerprint["fingerprint"].get("precision") == "int8":
+        raise UsageError("A head trained on an int8 cache predicts with the quantized model kept in "
+                         "its folder: train it with out=FOLDER and pass that folder.")
+    backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision, runtime)
+    return PixelScorer(list(head.class_names), backbone.resize,
+                       lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
+                       fingerprint, config)
+
+
 def keras_scores(model) -> Callable[[np.ndarray], np.ndarray]:
     """The scoring function of a pixels-to-probabilities Keras model (inference mode)."""
     from ._keras import import_keras
@@ -218,12 +243,29 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
     Raises:
         UsageError: no images, bad --top-k; FingerprintMismatchError (see backbone_for_head).
     """
+    _check_top_k(top_k)
+    files = _image_files(inputs)
+    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision, runtime)
+    return predict_with(scorer, files, top_k, batch_size, workers)
+
+
+def _check_top_k(top_k: int) -> None:
     if top_k < 1:
         raise UsageError(f"{{param:top_k}} {top_k}: must be at least 1.")
+
+
+def _image_files(inputs: list[str]) -> list[str]:
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")
-    scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision, runtime)
+    return files
+
+
+def predict_with(scorer: PixelScorer, inputs: list[str], top_k: int, batch_size: int = 32,
+                 workers: int | None = None) -> list[dict]:
+    """`predict_images` with a scorer built earlier (see `scorer_for`, `scorer_for_head`)."""
+    _check_top_k(top_k)
+    files = _image_files(inputs)
     names = scorer.class_names
     k = min(top_k, len(names))
     results: list[dict] = []

@@ -1,0 +1,158 @@
+"""featcache from Python: the command line's verbs as functions.
+
+Each function takes the keyword arguments its command's flags name (snake
+case: `--val-fraction` is `val_fraction=`), returns objects instead of
+printing, and raises a `FeatcacheError` with the same one-line message the
+command prints. The command line calls exactly these functions::
+
+    import featcache
+    cache = featcache.extract("photos/", "cache/", backbone="mobilenet")
+    head = featcache.train_head(cache.cache, "logreg")          # nothing written without out=
+    featcache.prediction(head, ["new/cat.jpg"], top_k=3)
+
+Importing featcache stays cheap: Keras loads only when a model is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+
+from .errors import UsageError
+
+TOP_K = 3  # classes per image in predict's rows, from Python and from the command line
+
+
+def _paths(images) -> list[str]:
+    if isinstance(images, (str, os.PathLike)):
+        return [os.fspath(images)]
+    return [os.fspath(p) for p in images]
+
+
+def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None, **options):
+    """Run the frozen backbone once over `data`; write the features to the cache `out`.
+
+    Args:
+        data: a folder of class folders (with or without train/val/test split
+            folders) or a CSV/TSV list; or an `ExtractOptions`, alone.
+        out: the cache folder (resumed when it holds the same extraction).
+        backbone: see `featcache.list_backbones()`.
+        extractor: a `FeatureExtractor` built earlier, reused across calls.
+        options: any other `ExtractOptions` field, e.g. `image_size=160`,
+            `val_fraction=0.2`, `pooling="none"`, `precision="bfloat16"`.
+
+    Returns:
+        ExtractSummary (`.cache` is the cache folder).
+    """
+    from .extract import ExtractOptions
+    from .extract import extract as run
+
+    if isinstance(data, ExtractOptions):
+        if out is not None or options:
+            raise UsageError("Pass either an ExtractOptions or keyword arguments to extract, not both.")
+        return run(data, extractor=extractor)
+    if data is None or out is None:
+        raise UsageError("extract needs {param:data} (the images) and {param:out} (the cache folder).")
+    known = {f.name for f in fields(ExtractOptions)} - {"data", "out", "backbone"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"extract got unknown options {', '.join(unknown)}; the options are the "
+                         f"fields of featcache.ExtractOptions: {', '.join(sorted(known))}.")
+    return run(ExtractOptions(data=os.fspath(data), out=os.fspath(out), backbone=backbone, **options),
+               extractor=extractor)
+
+
+def train_head(cache, model: str = "logreg", out=None, *, train_split: str = "train",
+               val_split: str | None = "val", max_memory=None, progress: bool | None = None,
+               calibrate: bool = False, calibration_folds: int = 3, **params):
+    """Train head `model` on a cache; with `out`, also write its head folder.
+
+    Args:
+        cache: a cache folder (or an ExtractSummary).
+        model: a head name (`featcache.heads.list_heads()`).
+        out: folder for the head's files; None writes nothing.
+        params: the head's parameters (`epochs=20`, `C=0.1`, ...).
+
+    Returns:
+        The fitted head (a scikit-learn style estimator) with `metrics_`
+        (validation metrics), `history_`, `summary_` (what the command prints)
+        and what `predict` needs to rebuild its backbone.
+    """
+    from .train import train_head as run
+
+    summary = run(_cache_path(cache), model, os.fspath(out) if out is not None else None,
+                  params=params, train_split=train_split, val_split=val_split,
+                  max_memory=max_memory, progress=progress, calibrate=calibrate,
+                  calibration_folds=calibration_folds)
+    head = summary.estimator
+    head.metrics_, head.summary_ = summary.metrics, summary
+    return head
+
+
+def compare(cache, heads: list[str] | None = None, out=None, **options):
+    """Train every head (or `heads`), choose on the training split, score each once on val.
+
+    Returns:
+        CompareResult: `.rows` (the leaderboard), `.winner`, `.winner_dir`.
+        See `featcache.selection.compare_heads` for the options.
+    """
+    from .selection import compare_heads
+
+    return compare_heads(_cache_path(cache), heads=heads,
+                         out=os.fspath(out) if out is not None else None, **options)
+
+
+def evaluate(model, cache, split: str = "val", *, trust: bool = False, weights_dir=None) -> dict:
+    """Metrics of a head folder (or a fine-tuned folder) on one split of a cache."""
+    from .train import evaluate as run
+
+    return run(os.fspath(model), _cache_path(cache), split, trust=trust, weights_dir=weights_dir)
+
+
+def predict(model, images, top_k: int = TOP_K, *, weights_dir=None, weights=None,
+            batch_size: int = 32, trust: bool = False, workers: int | None = None,
+            precision: str | None = None, runtime: str | None = None) -> list[dict]:
+    """Top classes of image files (paths, folders) with a head folder or a head from `train_head`.
+
+    Repeated calls in one process reuse the backbone built by the first.
+
+    Returns:
+        One dict per file, in order: {"path", "label", "score", "top_k": [{"label", "score"}]},
+        or {"path", "error"} for a file that could not be decoded.
+    """
+    from .prediction import predict_images, predict_with, scorer_for_head
+
+    if isinstance(model, (str, os.PathLike)):
+        return predict_images(os.fspath(model), _paths(images), top_k=top_k, weights_dir=weights_dir,
+                              weights=weights, batch_size=batch_size, trust=trust, workers=workers,
+                              precision=precision, runtime=runtime)
+    scorer = scorer_for_head(model, weights_dir, weights, batch_size, precision, runtime)
+    return predict_with(scorer, _paths(images), top_k, batch_size, workers)
+
+
+def finetune(data, model, out, *, resume: bool = False, weights_dir=None, weights=None,
+             progress: bool | None = None, trust: bool = False, **options):
+    """Fine-tune the top of the backbone with a head folder `model` on the images of `data`.
+
+    Args:
+        options: `FinetuneOptions` fields (`epochs=5`, `unfreeze_top=...`, ...).
+
+    Returns:
+        FinetuneSummary.
+    """
+    from .finetuning import FinetuneOptions
+    from .finetuning import finetune as run
+
+    known = {f.name for f in fields(FinetuneOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"finetune got unknown options {', '.join(unknown)}; the options are the "
+                         f"fields of featcache.finetuning.FinetuneOptions.")
+    return run(os.fspath(data), os.fspath(model), os.fspath(out), FinetuneOptions(**options),
+               resume=resume, weights_dir=weights_dir, weights=weights, progress=progress,
+               trust=trust)
+
+
+def _cache_path(cache) -> str:
+    path = getattr(cache, "cache", None) or getattr(cache, "path", None) or cache
+    return os.fspath(path)
