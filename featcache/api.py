@@ -29,12 +29,19 @@ def _paths(images) -> list[str]:
     return [os.fspath(p) for p in images]
 
 
-def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None, **options):
+def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None, labels=None,
+            class_names=None, image_column=None, label_column=None, **options):
     """Run the frozen backbone once over `data`; write the features to the cache `out`.
 
     Args:
         data: a folder of class folders (with or without train/val/test split
-            folders) or a CSV/TSV list; or an `ExtractOptions`, alone.
+            folders) or a CSV/TSV list; or an `ExtractOptions`, alone; or
+            images in memory (see `featcache.in_memory`): an array (N, H, W, 3)
+            of uint8 or a list of PIL images with `labels`, an iterable or
+            `tf.data.Dataset` of (image, label) pairs (integer labels named by
+            `class_names`), a Hugging Face dataset (`image_column`,
+            `label_column`: default its Image and ClassLabel columns). Those are
+            written once as PNG files under `out/inputs/` and extracted from there.
         out: the cache folder (resumed when it holds the same extraction).
         backbone: see `featcache.list_backbones()`.
         extractor: a `FeatureExtractor` built earlier, reused across calls.
@@ -46,6 +53,7 @@ def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None,
     """
     from .extract import ExtractOptions
     from .extract import extract as run
+    from .in_memory import INPUTS_DIR, is_in_memory, write_inputs
 
     if isinstance(data, ExtractOptions):
         if out is not None or options:
@@ -53,6 +61,12 @@ def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None,
         return run(data, extractor=extractor)
     if data is None or out is None:
         raise UsageError("extract needs {param:data} (the images) and {param:out} (the cache folder).")
+    if is_in_memory(data):
+        data = write_inputs(data, os.path.join(os.fspath(out), INPUTS_DIR), labels, class_names,
+                            image_column, label_column)
+    elif labels is not None or class_names is not None:
+        raise UsageError("labels and class_names go with images in memory; a folder's classes are "
+                         "its class folders.")
     known = {f.name for f in fields(ExtractOptions)} - {"data", "out", "backbone"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -112,22 +126,43 @@ def evaluate(model, cache, split: str = "val", *, trust: bool = False, weights_d
 def predict(model, images, top_k: int = TOP_K, *, weights_dir=None, weights=None,
             batch_size: int = 32, trust: bool = False, workers: int | None = None,
             precision: str | None = None, runtime: str | None = None) -> list[dict]:
-    """Top classes of image files (paths, folders) with a head folder or a head from `train_head`.
+    """Top classes of images with a head folder or a head from `train_head`.
+
+    Args:
+        images: image files or folders (paths), or images in memory: an array
+            (N, H, W, 3) of uint8, a list of PIL images (see `featcache.in_memory`).
 
     Repeated calls in one process reuse the backbone built by the first.
 
     Returns:
-        One dict per file, in order: {"path", "label", "score", "top_k": [{"label", "score"}]},
-        or {"path", "error"} for a file that could not be decoded.
+        One dict per image, in order: {"path", "label", "score", "top_k": [{"label", "score"}]}
+        ("index" instead of "path" for images in memory), or {"path", "error"} for
+        a file that could not be decoded.
     """
+    import tempfile
+
+    from .in_memory import is_in_memory, write_inputs
     from .prediction import predict_images, predict_with, scorer_for_head
 
-    if isinstance(model, (str, os.PathLike)):
-        return predict_images(os.fspath(model), _paths(images), top_k=top_k, weights_dir=weights_dir,
-                              weights=weights, batch_size=batch_size, trust=trust, workers=workers,
-                              precision=precision, runtime=runtime)
-    scorer = scorer_for_head(model, weights_dir, weights, batch_size, precision, runtime)
-    return predict_with(scorer, _paths(images), top_k, batch_size, workers)
+    def run(paths):
+        if isinstance(model, (str, os.PathLike)):
+            return predict_images(os.fspath(model), paths, top_k=top_k, weights_dir=weights_dir,
+                                  weights=weights, batch_size=batch_size, trust=trust,
+                                  workers=workers, precision=precision, runtime=runtime)
+        scorer = scorer_for_head(model, weights_dir, weights, batch_size, precision, runtime)
+        return predict_with(scorer, paths, top_k, batch_size, workers)
+
+    paths_given = not is_in_memory(images) or (
+        isinstance(images, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in images))
+    if paths_given:
+        return run(_paths(images))
+    with tempfile.TemporaryDirectory(prefix="featcache-predict-") as folder:
+        write_inputs(images, folder, need_labels=False)  # lossless PNG copies, read back as files
+        rows = run([folder])
+    for i, row in enumerate(rows):  # rows come in the images' order; they have no path
+        row.pop("path", None)
+        row["index"] = i
+    return rows
 
 
 def finetune(data, model, out, *, resume: bool = False, weights_dir=None, weights=None,

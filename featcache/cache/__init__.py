@@ -9,6 +9,7 @@
 
 from .layout import (
     IDENTITY_FILE,
+    INPUTS_DIR,
     INT8_DIR,
     MANIFEST_FILE,
     PARTS_DIR,
@@ -38,7 +39,7 @@ from .reader import Features, FeatureCache, SplitReader, load_features
 from .shards import ShardInfo, ShardReader, ShardWriter, check_shard, read_hashes, read_shard_info, write_failed
 
 __all__ = [
-    "IDENTITY_FILE", "INT8_DIR", "MANIFEST_FILE", "PARTS_DIR", "SHARDS_DIR", "SLICE_MANIFEST", "CacheLock",
+    "IDENTITY_FILE", "INPUTS_DIR", "INT8_DIR", "MANIFEST_FILE", "PARTS_DIR", "SHARDS_DIR", "SLICE_MANIFEST", "CacheLock",
     "FeatureCache", "Features", "ShardInfo", "ShardReader", "ShardWriter", "SplitReader",
     "check_shard", "init_identity", "load_features", "manifest_shards", "new_manifest", "recorded_fingerprint",
     "previous_manifest", "read_hashes", "read_manifest", "read_shard_info", "remove_if_unused",

@@ -24,6 +24,7 @@ LOCK_FILE = "lock"
 SHARDS_DIR = "shards"
 PARTS_DIR = "parts"
 INT8_DIR = "int8"  # precision int8: the quantized feature models (quantize.py), one per calibration
+INPUTS_DIR = "inputs"  # images given in memory, written as PNG files (in_memory.py)
 
 
 def shard_relpath(split: str, index: int, plan_hash: str) -> str:

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..errors import CacheError
 from ..fileio import read_json, write_json_atomic
 from ..fingerprint import FORMAT_VERSION, check_same
-from .layout import IDENTITY_FILE, INT8_DIR, LOCK_FILE, MANIFEST_FILE, PARTS_DIR, SHARDS_DIR, has_rows
+from .layout import IDENTITY_FILE, INPUTS_DIR, INT8_DIR, LOCK_FILE, MANIFEST_FILE, PARTS_DIR, SHARDS_DIR, has_rows
 from .shards import ShardInfo, write_failed
 
 
@@ -151,7 +151,8 @@ def init_identity(cache_dir: str, fingerprint: dict, fingerprint_hash: str) -> b
                        "rebuild it.")
             return False
         os.remove(path)  # an earlier run stopped before writing any features: nothing to mix
-    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR, PARTS_DIR, INT8_DIR)]
+    others = [n for n in os.listdir(cache_dir) if n not in (LOCK_FILE, SHARDS_DIR, PARTS_DIR, INT8_DIR,
+                                                               INPUTS_DIR)]
     if others:
         raise CacheError(
             f"{{param:out}} {cache_dir}: folder is not empty and is not a featcache cache "
