@@ -225,6 +225,11 @@ def _upright(img: Image.Image, orientation: int) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
+def resize_pixels(pixels: np.ndarray, spec: ResizeSpec) -> np.ndarray:
+    """An image already decoded ((H, W, 3) uint8) brought to `spec.size` as a file's would be."""
+    return np.asarray(_fit(Image.fromarray(pixels), spec), dtype=np.uint8)
+
+
 def decode_bytes(data: bytes, spec: ResizeSpec, name: str = "<bytes>",
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to an (H, W, 3) uint8 array at `spec.size`.
