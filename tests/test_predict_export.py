@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from featcache.cli import main
 from featcache.decode import ResizeSpec, read_image
