@@ -145,7 +145,8 @@ def _rows_from_log(path: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--datasets", nargs="+", default=["flowers5", "hymenoptera", "cats_dogs"])
+    parser.add_argument("--datasets", nargs="*", default=["flowers5", "hymenoptera", "cats_dogs"],
+                        help="datasets to run (none: only merge --rows-from logs)")
     parser.add_argument("--data-root", default=shared_path("data"))
     parser.add_argument("--weights-dir", default=shared_path("weights"))
     parser.add_argument("--backbone", default="mobilenet", choices=sorted(WEIGHT_FILES))
@@ -196,10 +197,14 @@ def main() -> None:
     cpu = cpu_info().to_json()
     # other jobs on the machine slow every step alike; the load says how busy it was
     load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    def per_dataset(key):  # older results files kept these as one string
+        value = meta.get(key)
+        return value if isinstance(value, dict) else {}
+
     meta = {**meta, "machine": machine(), "cpu": cpu, "load_average": {
-        **meta.get("load_average", {}), **{d: load for d in args.datasets}}, "runs": {
-        **meta.get("runs", {}), **{d: {"image_size": sizes.get(d, 224), "tuned": tuned.get(d, "")}
-                                   for d in args.datasets}}}
+        **per_dataset("load_average"), **{d: load for d in args.datasets}}, "runs": {
+        **per_dataset("runs"), **{d: {"image_size": sizes.get(d, 224), "tuned": tuned.get(d, "")}
+                                  for d in args.datasets}}}
     order = {d: i for i, d in enumerate(["flowers5", "hymenoptera", "cats_dogs"])}
     steps = ["frozen logreg", "frozen dense256", "best frozen", "fine-tuned, defaults",
              "fine-tuned, tuned", "from scratch"]
