@@ -59,7 +59,8 @@ def write_results(name: str, meta: dict, rows: list[dict], markdown: str) -> Non
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     if rows:
         with open(RESULTS / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            # every row's keys, in first-seen order (merged results mix older and newer rows)
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
     (RESULTS / f"{name}.md").write_text(markdown)

@@ -216,11 +216,13 @@ def main() -> None:
     table = markdown_table([{**r, "seconds_per_epoch": r.get("seconds_per_epoch") or "—",
                              "epochs": r.get("epochs") or "—"} for r in rows], columns)
     runs = [r for r in rows if r["method"].startswith("fine-tuned")]
-    detail = markdown_table([{**r, "images_per_second": r.get("images_per_second", "—")} for r in runs],
-                            [("dataset", "dataset"), ("method", "run"), ("flags", "flags"),
-                             ("before_finetune", "val acc before update"),
-                             ("kept_epoch", "kept epoch"), ("from_layer", "unfrozen from"),
-                             ("trainable_layers", "layers"), ("images_per_second", "train img/s")])
+    detail_columns = [("dataset", "dataset"), ("method", "run"), ("flags", "flags"),
+                      ("before_finetune", "val acc before update"), ("kept_epoch", "kept epoch"),
+                      ("from_layer", "unfrozen from"), ("trainable_layers", "layers"),
+                      ("images_per_second", "train img/s")]
+    # rows from older runs may lack some columns
+    detail = markdown_table([{k: r.get(k, "—") for k, _ in detail_columns} for r in runs],
+                            detail_columns)
     text = (f"# Fine-tuning gain ({args.backbone})\n\n{machine_line(meta)}\nCPU flags: "
             f"{' '.join(cpu['flags'])} (native bfloat16: {cpu['native_bfloat16']}).\n"
             f"Targets: {'; '.join(f'{k} {v}' for k, v in TARGETS.items())}.\n\n{table}\n{detail}")
