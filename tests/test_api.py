@@ -112,3 +112,20 @@ def test_import_is_cheap_and_names_are_functions():
             "import types; assert not isinstance(featcache.predict, types.ModuleType)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_verbs_call_the_python_functions():
+    """Each verb's command imports its function from featcache.api, and nothing the function
+    would otherwise wrap (so the command and Python cannot drift apart)."""
+    import ast
+
+    tree = ast.parse((REPO / "featcache" / "cli.py").read_text())
+    commands = {"_cmd_extract": "extract", "_cmd_train_head": "train_head", "_cmd_compare": "compare",
+                "_cmd_evaluate": "evaluate", "_cmd_predict": "predict", "_cmd_finetune": "finetune"}
+    wrapped = {"train_head", "compare_heads", "evaluate", "predict_images", "finetune", "extract"}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in commands:
+            imports = [(n.module, a.name) for n in ast.walk(node) if isinstance(n, ast.ImportFrom)
+                       for a in n.names]
+            assert ("api", commands[node.name]) in imports, node.name
+            assert not [i for i in imports if i[0] != "api" and i[1] in wrapped], (node.name, imports)
