@@ -115,3 +115,19 @@ def test_kind_is_told_without_importing_tensorflow_or_datasets():
             "assert 'tensorflow' not in sys.modules and 'datasets' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_verify_repair_re_extracts_from_the_written_inputs(images, tmp_path, capsys):
+    from featcache.cli import main
+
+    pixels, labels = images
+    featcache.extract(pixels, tmp_path / "c", labels=labels, class_names=CLASSES, **OPTIONS)
+    before = featcache.load_features(str(tmp_path / "c"), "train").features
+    shard = sorted((tmp_path / "c" / "shards").glob("*.h5"))[0]
+    with open(shard, "r+b") as fh:  # damage it in place
+        fh.seek(2000)
+        fh.write(b"damaged!" * 64)
+    assert main(["verify", str(tmp_path / "c")]) != 0
+    assert main(["verify", str(tmp_path / "c"), "--repair"]) == 0
+    assert "ok after repair" in capsys.readouterr().out
+    np.testing.assert_array_equal(featcache.load_features(str(tmp_path / "c"), "train").features, before)
