@@ -142,15 +142,16 @@ def predict(model, images, top_k: int = TOP_K, *, weights_dir=None, weights=None
     import tempfile
 
     from .in_memory import is_in_memory, write_inputs
-    from .prediction import predict_images, predict_with, scorer_for_head
+    from .prediction import image_files, predict_files, predict_images, scorer_for_head
 
     def run(paths):
         if isinstance(model, (str, os.PathLike)):
             return predict_images(os.fspath(model), paths, top_k=top_k, weights_dir=weights_dir,
                                   weights=weights, batch_size=batch_size, trust=trust,
                                   workers=workers, precision=precision, runtime=runtime)
+        files = image_files(paths, top_k)
         scorer = scorer_for_head(model, weights_dir, weights, batch_size, precision, runtime)
-        return predict_with(scorer, paths, top_k, batch_size, workers)
+        return predict_files(scorer, files, top_k, batch_size, workers)
 
     paths_given = not is_in_memory(images) or (
         isinstance(images, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in images))

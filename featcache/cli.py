@@ -543,9 +543,9 @@ def _cmd_predict(args) -> int:
 
     with _stdout_for_json(args.json):
         results = predict(args.model, args.inputs, top_k=args.top_k,
-                                 weights_dir=args.weights_dir, weights=args.weights,
-                                 batch_size=args.batch_size, trust=args.trust,
-                                 precision=args.precision, runtime=args.runtime)
+                          weights_dir=args.weights_dir, weights=args.weights,
+                          batch_size=args.batch_size, trust=args.trust,
+                          precision=args.precision, runtime=args.runtime)
     _emit(args, results, report.predictions)
     failed = sum("error" in r for r in results)
     if failed:

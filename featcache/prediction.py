@@ -243,29 +243,29 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
     Raises:
         UsageError: no images, bad --top-k; FingerprintMismatchError (see backbone_for_head).
     """
-    _check_top_k(top_k)
-    files = _image_files(inputs)
+    files = image_files(inputs, top_k)  # before the model is built: bad input fails at once
     scorer = scorer_for(model_dir, weights_dir, weights, trust, batch_size, precision, runtime)
-    return predict_with(scorer, files, top_k, batch_size, workers)
+    return predict_files(scorer, files, top_k, batch_size, workers)
 
 
-def _check_top_k(top_k: int) -> None:
+def image_files(inputs: list[str], top_k: int) -> list[str]:
+    """The image files named or found under `inputs`, after checking `top_k`.
+
+    Raises:
+        UsageError: top_k below 1, or no image files.
+    """
     if top_k < 1:
         raise UsageError(f"{{param:top_k}} {top_k}: must be at least 1.")
-
-
-def _image_files(inputs: list[str]) -> list[str]:
     files, _ = list_images(inputs)
     if not files:
         raise UsageError(f"No image files in {', '.join(inputs)}.")
     return files
 
 
-def predict_with(scorer: PixelScorer, inputs: list[str], top_k: int, batch_size: int = 32,
-                 workers: int | None = None) -> list[dict]:
-    """`predict_images` with a scorer built earlier (see `scorer_for`, `scorer_for_head`)."""
-    _check_top_k(top_k)
-    files = _image_files(inputs)
+def predict_files(scorer: PixelScorer, files: list[str], top_k: int, batch_size: int = 32,
+                  workers: int | None = None) -> list[dict]:
+    """`predict_images` with a scorer built earlier (`scorer_for`, `scorer_for_head`), on the
+    files `image_files` listed."""
     names = scorer.class_names
     k = min(top_k, len(names))
     results: list[dict] = []
