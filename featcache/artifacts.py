@@ -158,7 +158,10 @@ def write_head(folder: str, head, cache, training: dict) -> dict:
         feature_shape=head.feature_shape_, spatial=head.spatial_, params=head_config_params(head),
         cache={"path": cache.path, "fingerprint_hash": cache.fingerprint_hash},
         backbone=source["config"]["backbone"], fingerprint=source["fingerprint"],
-        training=training)
+        training=training,
+        # multi-label heads: class_names are the labels, each decided at its own threshold
+        **({"multi_label": {"thresholds": [float(t) for t in head.thresholds_]}}
+           if head.multi_label else {}))
     quantized = manifest.get("quantization")
     if quantized:  # precision int8: the head predicts with the very model its features came from
         import shutil
@@ -221,7 +224,8 @@ def load_head(folder: str, trust: bool = False) -> tuple[object, dict, dict]:
     history_path = os.path.join(folder, HISTORY_FILE)
     history = read_json(history_path) if os.path.isfile(history_path) else {}
     head.restore(model_path, config["class_names"], tuple(config["feature_shape"]),
-                 config.get("spatial", "none"), history, config.get("training"))
+                 config.get("spatial", "none"), history, config.get("training"),
+                 config.get("multi_label"))
     return head, config, fingerprint
 
 

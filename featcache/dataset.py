@@ -5,7 +5,9 @@ Accepted inputs:
 * a folder of class sub-folders (`cats/`, `dogs/`), optionally inside split
   folders (`train/`, `val/`, `test/`, any subset; `valid`/`validation` mean val);
 * a CSV or TSV file of `path,label[,split]` rows, paths relative to the file's
-  folder (or `root`), with an optional header row.
+  folder (or `root`), with an optional header row. A label cell may name several
+  labels separated by `;` (`daisy;white`): the list is then multi-label, as it
+  is when its header names the column `labels`.
 
 Files are listed in a stable sorted order. Hidden files and files whose
 extension is not an image's are passed over and counted. With `val_fraction` /
@@ -25,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .errors import DataError, ParameterError, UsageError, param
+from .multilabel import SEPARATOR, label_set, labels_of, vocabulary
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp",
@@ -46,7 +49,7 @@ class ImageRecord:
     Attributes:
         path: path relative to the data root with '/' separators (absolute only
             for CSV rows outside the root that were explicitly allowed).
-        label: class name.
+        label: class name (multi-label: the canonical label set, "daisy;white").
         split: "train", "val" or "test".
         size: file size in bytes when listed (-1 if the file was missing).
         content_hash: sha256 of the bytes, when split assignment needed it.
@@ -70,6 +73,8 @@ class Dataset:
         class_names: sorted class names; labels index into this list.
         ignored: (path, reason) for files passed over while listing.
         warnings: things worth telling the user that do not stop extraction.
+        multi_label: labels are label sets (`featcache.multilabel`); class_names
+            then lists the distinct sets and `label_names` the labels.
     """
 
     root: str
@@ -78,6 +83,12 @@ class Dataset:
     class_names: list[str]
     ignored: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    multi_label: bool = False
+
+    @property
+    def label_names(self) -> list[str]:
+        """The labels a head predicts: the classes, or a multi-label list's labels."""
+        return vocabulary(self.class_names) if self.multi_label else list(self.class_names)
 
     def abspath(self, record: ImageRecord) -> str:
         return os.path.join(self.root, record.path)
@@ -241,17 +252,25 @@ def read_list(
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{{param:data}} {list_path}: cannot read the list: {exc}.") from exc
     first = True
+    multi_label = False
     for lineno, row in enumerate(rows, 1):
         cells = [c.strip() for c in row]
         if not any(cells) or cells[0].startswith("#"):
             continue
         if first and cells[0].lower() in ("path", "file", "filename", "image", "filepath"):
             first = False
+            multi_label = len(cells) > 1 and cells[1].lower() == "labels"
             continue
         first = False
         where = f"{list_path}:{lineno}"
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise DataError(f"{where}: expected 'path{delimiter}label[{delimiter}split]', got {row!r}.")
+        if SEPARATOR in cells[1]:
+            multi_label = True
+            cells[1] = label_set(cells[1])
+            if not cells[1]:
+                raise DataError(f"{where}: the label cell {row[1]!r} names no label; every image "
+                                "needs at least one.")
         split = "train"
         if len(cells) > 2 and cells[2]:
             split = SPLIT_ALIASES.get(cells[2].lower())
@@ -271,10 +290,11 @@ def read_list(
         except OSError:
             size = -1  # decoding records it as skipped, with the reason
         records.append(ImageRecord(rel, cells[1], split, size))
-    return _finish(root, "list", records, [], [], source=f"{{param:data}} {list_path}")
+    return _finish(root, "list", records, [], [], source=f"{{param:data}} {list_path}",
+                   multi_label=multi_label)
 
 
-def _finish(root, layout, records, ignored, warnings, source) -> Dataset:
+def _finish(root, layout, records, ignored, warnings, source, multi_label=False) -> Dataset:
     if not records:
         raise DataError(
             f"{source}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "
@@ -286,19 +306,22 @@ def _finish(root, layout, records, ignored, warnings, source) -> Dataset:
     if dupes:
         raise DataError(f"{source}: {dupes[0][1]} is listed more than once in split {dupes[0][0]}.")
     class_names = sorted({r.label for r in records})
+    label_names = vocabulary(class_names) if multi_label else class_names
     heif = sum(os.path.splitext(r.path)[1].lower() in HEIF_EXTENSIONS for r in records)
     if heif and importlib.util.find_spec("pillow_heif") is None:
         warnings.append(f"HEIC/HEIF photos ({heif}) cannot be read without pillow-heif: "
                         'pip install "featcache[heic]"')
     if len(class_names) == 1:
-        warnings.append(f"only one class ({class_names[0]}): features are extracted, but training "
-                        "a classifier needs at least two")
-    by_split = {s: {r.label for r in records if r.split == s} for s in SPLIT_ORDER}
+        warnings.append(f"only one {'label set' if multi_label else 'class'} ({class_names[0]}): "
+                        "features are extracted, but training a classifier needs at least two")
+    by_split = {s: {lab for r in records if r.split == s
+                    for lab in (labels_of(r.label) if multi_label else [r.label])} for s in SPLIT_ORDER}
     for split, labels in by_split.items():
-        missing = [c for c in class_names if c not in labels]
+        missing = [c for c in label_names if c not in labels]
         if labels and missing:
-            warnings.append(f"split {split} has no images of class {', '.join(missing[:5])}")
-    return Dataset(root, layout, records, class_names, ignored, warnings)
+            warnings.append(f"split {split} has no images of {'label' if multi_label else 'class'} "
+                            f"{', '.join(missing[:5])}")
+    return Dataset(root, layout, records, class_names, ignored, warnings, multi_label)
 
 
 def content_hash(path: str) -> str:
@@ -360,8 +383,8 @@ def assign_splits(
             split = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
         moved.append(replace(record, split=split, content_hash=h))
     return _finish(dataset.root, dataset.layout, moved, dataset.ignored,
-                   [w for w in dataset.warnings if not w.startswith(("split ", "only one class", "HEIC/HEIF"))],
-                   source=f"{{param:data}} {dataset.root}")
+                   [w for w in dataset.warnings if not w.startswith(("split ", "only one ", "HEIC/HEIF"))],
+                   source=f"{{param:data}} {dataset.root}", multi_label=dataset.multi_label)
 
 
 def load_dataset(

@@ -49,6 +49,8 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
                             name=f"featcache_{backbone.extractor.spec.name}_{head.name}")
         class_names, head_name = head.class_names, head.name
         computes_in = backbone.extractor.precision
+        if head.multi_label:  # one sigmoid per label: the sidecar says where each is decided
+            config = {**config, "multi_label": {"thresholds": [float(t) for t in head.thresholds_]}}
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     model.save(out_file)
     info = {
@@ -60,6 +62,9 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
         "backbone": fp["backbone"], "head": head_name,
         "precision": computes_in,
         "fingerprint_hash": fingerprint["fingerprint_hash"],
+        **({"multi_label": {**config["multi_label"], "outputs": "one independent probability per "
+                            "label; a label applies where it reaches its threshold"}}
+           if config.get("multi_label") else {}),
     }
     sidecar = os.path.splitext(out_file)[0] + ".json"
     write_json_atomic(sidecar, info)

@@ -442,6 +442,9 @@ class _Setup:
 
 def _prepare(data, head_dir, out, options, resume, trust) -> _Setup:
     head, head_config, fingerprint = load_head(head_dir, trust=trust)
+    if head.multi_label:
+        raise UsageError(f"{{param:head}} {head_dir} is a multi-label head; fine-tuning trains "
+                         "single-label heads only for now.")
     head_model = head.to_keras()  # scikit-learn heads other than linear ones cannot be fine-tuned
     dataset = load_dataset(data, options.val_fraction, options.test_fraction)
     if dataset.class_names != head.class_names:

@@ -85,3 +85,54 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
     seen = b["count"] > 0
     gaps = np.abs(b["accuracy"][seen] - b["confidence"][seen])
     return float(np.sum(gaps * b["count"][seen]) / np.sum(b["count"]))
+
+
+def multilabel_metrics(targets: np.ndarray, scores: np.ndarray, thresholds, label_names: list[str]
+                       ) -> dict:
+    """Multi-label scores against the true label vectors: micro/macro F1 at the head's
+    thresholds (and at 0.5, for comparison), mean average precision (threshold-free),
+    subset accuracy, Hamming loss, mean binary log loss and per-label
+    precision/recall/F1/AP/threshold.
+
+    Args:
+        targets: (N, L) 0/1 true labels.
+        scores: (N, L) per-label probabilities.
+        thresholds: (L,) decision thresholds.
+        label_names: the L labels.
+    """
+    from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
+
+    from .multilabel import DEFAULT_THRESHOLD, decide
+
+    targets = np.asarray(targets, dtype=np.int64)
+    scores = np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1 - 1e-12)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    decided = decide(scores, thresholds)
+    at_half = decide(scores, np.full(len(label_names), DEFAULT_THRESHOLD))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, decided, average=None, zero_division=0)
+    present = targets.sum(axis=0) > 0
+    ap = np.full(len(label_names), np.nan)
+    for j in np.flatnonzero(present):
+        ap[j] = average_precision_score(targets[:, j], scores[:, j])
+    bce = -(targets * np.log(scores) + (1 - targets) * np.log(1 - scores))
+    n = len(targets)
+    return {
+        "rows": int(n),
+        "multi_label": True,
+        "accuracy": float(np.mean(np.all(decided == targets, axis=1))) if n else float("nan"),
+        "micro_f1": float(f1_score(targets, decided, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(targets, decided, average="macro", zero_division=0)),
+        "micro_f1_at_0.5": float(f1_score(targets, at_half, average="micro", zero_division=0)),
+        "macro_f1_at_0.5": float(f1_score(targets, at_half, average="macro", zero_division=0)),
+        "mean_average_precision": float(np.nanmean(ap)) if present.any() else float("nan"),
+        "hamming_loss": float(hamming_loss(targets, decided)) if n else float("nan"),
+        "log_loss": float(bce.mean()) if n else float("nan"),
+        "per_label": {
+            name: {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
+                   "average_precision": None if np.isnan(ap[j]) else float(ap[j]),
+                   "threshold": float(thresholds[j]), "support": int(support[j])}
+            for j, name in enumerate(label_names)
+        },
+        "label_names": list(label_names),
+    }

@@ -146,3 +146,26 @@ def plot_leaderboard(rows: list[dict], path: str, title: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_per_label(metrics: dict, path: str, title: str) -> str:
+    """A multi-label head's precision, recall and F1 per label, as grouped horizontal bars."""
+    plt = _pyplot()
+    names = metrics["label_names"]
+    per = metrics["per_label"]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * len(names)))
+    y = np.arange(len(names))
+    for k, (key, colour) in enumerate((("precision", "#4c72b0"), ("recall", "#dd8452"),
+                                       ("f1", "#55a868"))):
+        ax.barh(y + (k - 1) * 0.27, [per[n][key] for n in names], height=0.27, color=colour,
+                label=key)
+    ax.set_yticks(y, [f"{n} (t={per[n]['threshold']:.2f})" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score at the label's threshold")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -153,6 +153,7 @@ class PixelScorer:
     score: Callable[[np.ndarray], np.ndarray]
     fingerprint: dict
     config: dict
+    thresholds: np.ndarray | None = None  # a multi-label head's per-label thresholds
 
 
 def resize_of(fingerprint: dict) -> ResizeSpec:
@@ -174,7 +175,11 @@ def scorer_for(model_dir: str, weights_dir: str | None = None, weights: str | No
                                  model_dir)
     return PixelScorer(head.class_names, backbone.resize,
                        lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
-                       fingerprint, config)
+                       fingerprint, config, _thresholds(head))
+
+
+def _thresholds(head) -> np.ndarray | None:
+    return head.thresholds_ if head.multi_label else None
 
 
 def scorer_for_head(head, weights_dir: str | None = None, weights: str | None = None,
@@ -192,7 +197,7 @@ def scorer_for_head(head, weights_dir: str | None = None, weights: str | None = 
     backbone = backbone_for_head(fingerprint, config, weights_dir, weights, precision, runtime)
     return PixelScorer(list(head.class_names), backbone.resize,
                        lambda pixels: head.predict_proba(features_of(backbone, pixels, batch_size)),
-                       fingerprint, config)
+                       fingerprint, config, _thresholds(head))
 
 
 def keras_scores(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -238,7 +243,9 @@ def predict_images(model_dir: str, inputs: list[str], top_k: int = 5, weights_di
 
     Returns:
         One dict per file, in order: {"path", "label", "score", "top_k": [{"label", "score"}]}
-        or {"path", "error"} for files that could not be decoded.
+        or {"path", "error"} for files that could not be decoded. A multi-label head gives
+        {"path", "labels", "scores", "top_k"} instead: the labels whose probability reaches
+        their threshold (best first), and every label's probability.
 
     Raises:
         UsageError: no images, bad --top-k; FingerprintMismatchError (see backbone_for_head).
@@ -275,6 +282,12 @@ def predict_files(scorer: PixelScorer, files: list[str], top_k: int, batch_size:
             results.append({"path": item.display, "error": reason})
             continue
         best = np.argsort(-row)[:k]
+        top = [{"label": names[i], "score": float(row[i])} for i in best]
+        if scorer.thresholds is not None:
+            chosen = [i for i in np.argsort(-row) if row[i] >= scorer.thresholds[i]]
+            results.append({"path": item.display, "labels": [names[i] for i in chosen],
+                            "scores": {name: float(v) for name, v in zip(names, row)}, "top_k": top})
+            continue
         results.append({"path": item.display, "label": names[best[0]], "score": float(row[best[0]]),
-                        "top_k": [{"label": names[i], "score": float(row[i])} for i in best]})
+                        "top_k": top})
     return results

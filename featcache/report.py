@@ -92,7 +92,6 @@ def cache_info(manifest: dict) -> str:
         weights_text = f"random (seed {weights.get('seed')}): features are meaningless"
     else:
         weights_text = f"{weights.get('source')} {weights.get('file')} sha256 {str(weights.get('sha256'))[:16]}"
-    classes = manifest["class_names"]
     skipped = sum(v["skipped"] for v in manifest["splits"].values())
     rows = " · ".join(
         f"{k} {v['rows']}" + (f" ({v['skipped']} skipped)" if v["skipped"] else "")
@@ -111,7 +110,7 @@ def cache_info(manifest: dict) -> str:
                     + (f" (int8 features {manifest['quantization']['fidelity']['relative_l2']:.1%} "
                        "from float32)" if manifest.get("quantization") else "")),
         ("weights", weights_text),
-        ("classes", f"{len(classes)}: {', '.join(classes[:12])}" + (" ..." if len(classes) > 12 else "")),
+        _classes_row(manifest),
         ("rows", rows),
         ("shards", f"{len(shards)}, {human_bytes(sum(s['bytes'] for s in shards))}"),
         ("skipped", str(skipped)),
@@ -123,7 +122,36 @@ def cache_info(manifest: dict) -> str:
     return _rows(pairs)
 
 
+def _classes_row(manifest: dict) -> tuple[str, str]:
+    classes = manifest["class_names"]
+    if manifest.get("source", {}).get("multi_label"):
+        from .multilabel import vocabulary
+
+        labels = vocabulary(classes)
+        return ("labels", f"{len(labels)} (multi-label, {len(classes)} distinct sets): "
+                          f"{', '.join(labels[:12])}" + (" ..." if len(labels) > 12 else ""))
+    return ("classes", f"{len(classes)}: {', '.join(classes[:12])}" + (" ..." if len(classes) > 12 else ""))
+
+
+def _label_table(metrics: dict) -> list[str]:
+    """A multi-label head's scores, and per label its threshold, precision, recall, F1, AP."""
+    names = metrics["label_names"]
+    width = max(8, *(len(n) for n in names))
+    lines = [f"  micro F1 {metrics['micro_f1']:.4f} · macro F1 {metrics['macro_f1']:.4f} · mAP "
+             f"{metrics['mean_average_precision']:.4f} (at 0.5: micro F1 "
+             f"{metrics['micro_f1_at_0.5']:.4f}) · exact sets {metrics['accuracy']:.4f}",
+             f"  {'label'.ljust(width)}  threshold  precision  recall     f1     AP  support"]
+    for name in names:
+        m = metrics["per_label"][name]
+        ap = "    -" if m["average_precision"] is None else f"{m['average_precision']:5.3f}"
+        lines.append(f"  {name.ljust(width)}  {m['threshold']:9.3f}  {m['precision']:9.3f}  "
+                     f"{m['recall']:6.3f}  {m['f1']:5.3f}  {ap}  {m['support']:7d}")
+    return lines
+
+
 def _class_table(metrics: dict) -> list[str]:
+    if metrics.get("multi_label"):
+        return _label_table(metrics)
     names = metrics["class_names"]
     width = max(8, *(len(n) for n in names))
     lines = [f"  {'class'.ljust(width)}  precision  recall     f1  support"]
@@ -141,6 +169,8 @@ def _class_table(metrics: dict) -> list[str]:
 
 def metrics_text(metrics: dict, title: str) -> str:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix as text."""
+    if metrics.get("multi_label"):
+        return "\n".join([title, f"  {metrics['rows']} rows, multi-label", *_label_table(metrics)])
     summary = (f"  accuracy {metrics['accuracy']:.4f} on {metrics['rows']} rows"
                + (f" · top-5 {metrics['top5_accuracy']:.4f}" if "top5_accuracy" in metrics else "")
                + f" · macro F1 {metrics['macro_f1']:.4f} · log loss {metrics['log_loss']:.4f}"
@@ -154,6 +184,10 @@ def train_summary(s) -> str:
     head = f"featcache train-head: {s.head} (train {s.train_rows} · val {s.val_rows}, {where})"
     accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None
                 else "no validation split: scores below are on train (optimistic)")
+    if s.metrics.get("multi_label"):  # accuracy: the share of images whose whole label set is right
+        accuracy = (f"micro F1 {s.metrics['micro_f1']:.4f}, exact label sets {s.val_accuracy:.4f} "
+                    "on val, thresholds tuned on val" if s.val_accuracy is not None
+                    else "no validation split: thresholds 0.5, scores below are on train")
     training = f"{s.seconds:.1f} s"
     if "epochs_run" in s.notes:
         training += f", {s.notes['epochs_run']} epochs"
@@ -358,6 +392,10 @@ def predictions(results: list[dict]) -> str:
     for row in results:
         if "error" in row:
             lines.append(f"{printable(row['path'])}: ERROR {row['error']}")
+        elif "labels" in row:  # multi-label: the labels over their thresholds, then the top scores
+            chosen = ", ".join(row["labels"]) or "(no label over its threshold)"
+            ranked = "  ".join(f"{c['label']} {c['score']:.3f}" for c in row["top_k"])
+            lines.append(f"{printable(row['path'])}: {chosen}   [{ranked}]")
         else:
             ranked = "  ".join(f"{c['label']} {c['score']:.3f}" for c in row["top_k"])
             lines.append(f"{printable(row['path'])}: {ranked}")

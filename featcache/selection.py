@@ -229,6 +229,10 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
     start = time.perf_counter()
     deadline = start + float(budget) if budget else None
     cache = FeatureCache(cache_path)
+    if cache.multi_label:
+        raise UsageError(f"{cache_path} is a multi-label cache; compare ranks single-label heads "
+                         f"for now: train one with featcache train-head {param('model')} dense256 "
+                         "(or logreg).")
     val_split = _check_splits(cache, cache_path, train_split, val_split)
     n_classes = len(cache.class_names)
     names = default_heads(n_classes) if not heads else list(dict.fromkeys(_head_name(h) for h in heads))

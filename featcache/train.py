@@ -3,6 +3,11 @@
 The training split is read in memory when train and validation features fit
 in `max_memory` (as float32), otherwise streamed from the HDF5 shards in the
 same shuffled order, for the heads that can stream.
+
+On a multi-label cache (`featcache.multilabel`) the head scores every label,
+its per-label thresholds are tuned on the validation split (F1), and the
+metrics are micro/macro F1, mean average precision and per-label
+precision/recall instead of accuracy and a confusion matrix.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from .fileio import write_json_atomic
 from .fingerprint import check_same
 from .heads import create_head, get_head_spec
 from .heads.feed import FeatureSplit, Schedule, default_memory_budget, human_size, parse_size, window_rows_for
-from .metrics import classification_metrics
+from .metrics import classification_metrics, multilabel_metrics
 from .cache import FeatureCache
 
 
@@ -57,6 +62,9 @@ class TrainSummary:
             "train_accuracy": self.train_accuracy, "seconds": round(self.seconds, 3),
             "in_memory": self.in_memory, "train_rows": self.train_rows, "val_rows": self.val_rows,
             "top5_accuracy": self.metrics.get("top5_accuracy"), "macro_f1": self.metrics.get("macro_f1"),
+            **({"multi_label": True, "micro_f1": self.metrics["micro_f1"],
+                "mean_average_precision": self.metrics["mean_average_precision"]}
+               if self.metrics.get("multi_label") else {}),
             "files": self.files, "notes": self.notes,
         }
 
@@ -121,8 +129,11 @@ def train_head(cache_path: str, model: str, out: str | None, params: dict | None
     cache = FeatureCache(cache_path)
     val_split = _check_splits(cache, cache_path, train_split, val_split)
     budget_bytes = parse_size(max_memory) or default_memory_budget()
-    head.check_params(len(cache.class_names), cache.feature_shape)
+    head.check_params(len(cache.label_names), cache.feature_shape, cache.multi_label)
     in_memory = _plan_memory(cache, train_split, val_split, budget_bytes, head)
+    if calibrate and cache.multi_label:
+        raise UsageError(f"{param('calibrate')} applies to single-label caches; a multi-label "
+                         f"head's thresholds are tuned on the validation split instead.")
     if calibrate and not in_memory:
         raise UsageError(f"{param('calibrate')} needs the training features in memory (it trains on "
                          f"held-out folds); raise {param('max_memory')}.")
@@ -195,6 +206,18 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
     scored = val if val is not None else train
     train_scores = predict_split(head, train)
     scores = predict_split(head, val) if val is not None else train_scores
+    if head.multi_label:
+        from .multilabel import decide, tune_thresholds
+
+        if val is not None and val.n_rows:
+            head.thresholds_ = tune_thresholds(_targets(val), scores)
+        metrics = multilabel_metrics(_targets(scored), scores, head.thresholds_, head.class_names)
+        metrics["split"] = scored.split
+        train_accuracy = float(np.mean(np.all(decide(train_scores, head.thresholds_)
+                                              == _targets(train), axis=1)))
+        return _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics,
+                                  train_accuracy, dict(head.notes_), extra, plots, None, scored,
+                                  scores)
     calibration = None
     if calibrate:
         before = scores
@@ -220,6 +243,19 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
     notes = dict(head.notes_)
     if calibration is not None:
         notes["calibration"] = {k: calibration[k] for k in ("method", "temperature", "folds")}
+    return _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics,
+                              train_accuracy, notes, extra, plots,
+                              before if calibration is not None else None, scored, scores)
+
+
+def _targets(split) -> np.ndarray:
+    """A multi-label split's (rows, labels) 0/1 matrix."""
+    return split.label_indicator[split.labels]
+
+
+def _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics, train_accuracy,
+                       notes, extra, plots, uncalibrated, scored, scores) -> TrainSummary:
+    """Record a scored head's training, write its folder (when `out`), and sum it up."""
     training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train.split,
                 "val_split": val.split if val is not None else None, "train_rows": train.n_rows,
                 "val_rows": val.n_rows if val is not None else 0,
@@ -234,7 +270,7 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
         files = [config["model_file"], CONFIG_FILE, FINGERPRINT_FILE, METRICS_FILE, HISTORY_FILE]
     if plots and out is not None:
         files += _plots(out, head.name, head, metrics, cache.class_names, scored.labels, scores,
-                        before if calibration is not None else None)
+                        uncalibrated)
     return TrainSummary(
         out=out, head=head.name,
         val_accuracy=metrics["accuracy"] if val is not None else None,
@@ -252,6 +288,12 @@ def _plots(out: str, name: str, head, metrics: dict, class_names: list[str], lab
     if plot_history(head.history_, os.path.join(out, "history.png"), f"{name} head",
                     best_epoch=head.best_epoch_):
         written.append("history.png")
+    if metrics.get("multi_label"):
+        from .plots import plot_per_label
+
+        plot_per_label(metrics, os.path.join(out, "per_label.png"),
+                       f"{name}: {metrics['split']} micro F1 {metrics['micro_f1']:.3f}")
+        return written + ["per_label.png"]
     plot_confusion(metrics["confusion_matrix"], class_names, os.path.join(out, "confusion_matrix.png"),
                    f"{name}: {metrics['split']} accuracy {metrics['accuracy']:.3f}")
     written.append("confusion_matrix.png")
@@ -278,9 +320,9 @@ def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = 
     cache = FeatureCache(cache_path)
     check_same(trained["fingerprint"], cache.fingerprint, f"cache {cache_path}",
                f"The model in {model_dir} can only score data prepared like its training cache.")
-    if cache.class_names != config["class_names"]:
-        raise UsageError(f"cache {cache_path} has classes {cache.class_names}; the model was trained "
-                         f"on {config['class_names']}.")
+    if cache.label_names != config["class_names"]:
+        raise UsageError(f"cache {cache_path} has {'labels' if cache.multi_label else 'classes'} "
+                         f"{cache.label_names}; the model was trained on {config['class_names']}.")
     if is_end_to_end(config):
         labels, scores = _score_images(model_dir, cache, split, trust, weights_dir)
     else:
@@ -293,6 +335,10 @@ def evaluate(model_dir: str, cache_path: str, split: str = "val", trust: bool = 
         finally:
             data.close()
         labels = data.labels
+        if head.multi_label:
+            metrics = multilabel_metrics(_targets(data), scores, head.thresholds_, cache.label_names)
+            metrics.update(split=split, head=config["head"])
+            return metrics
     metrics = classification_metrics(labels, scores, cache.class_names)
     metrics["split"] = split
     metrics["head"] = config["head"] + (" (fine-tuned)" if is_end_to_end(config) else "")

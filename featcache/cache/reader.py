@@ -104,6 +104,24 @@ class FeatureCache:
         return list(self.manifest["class_names"])
 
     @property
+    def multi_label(self) -> bool:
+        """Whether class_names are label sets of a multi-label list (`featcache.multilabel`)."""
+        return bool(self.manifest.get("source", {}).get("multi_label"))
+
+    @property
+    def label_names(self) -> list[str]:
+        """The labels a head predicts: the classes, or the labels of a multi-label cache's sets."""
+        from .labels import vocabulary
+
+        return vocabulary(self.class_names) if self.multi_label else self.class_names
+
+    def label_indicator(self):
+        """Multi-label caches: (len(class_names), len(label_names)) 0/1 matrix of the sets."""
+        from .labels import indicator
+
+        return indicator(self.class_names, self.label_names)
+
+    @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.manifest["fingerprint"]["feature_shape"])
 

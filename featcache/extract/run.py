@@ -36,6 +36,7 @@ from ..dataset import Dataset, load_dataset
 from ..decode import DEFAULT_DECODE, ResizeSpec, decode_of
 from ..errors import CacheLockedError, UsageError, param, plain
 from ..hardware import warn_if_emulated
+from ..multilabel import SEPARATOR as MULTI_LABEL_SEPARATOR
 from ..pipeline import default_workers
 from ..weights import weights_dir as resolve_weights_dir
 from .engines import create_engine
@@ -383,6 +384,8 @@ def _manifest(fingerprint, fph, dataset: Dataset, shards: list[ShardInfo], optio
             "data": os.path.abspath(options.data),
             "root": dataset.root,
             "layout": dataset.layout,
+            # label sets (featcache.multilabel); absent for single-label data, as in older caches
+            **({"multi_label": MULTI_LABEL_SEPARATOR} if dataset.multi_label else {}),
             # the on-disk names of the fractions, kept so older featcache reads them
             "val_split": options.val_fraction,
             "test_split": options.test_fraction,

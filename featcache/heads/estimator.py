@@ -5,6 +5,11 @@ A head maps feature rows (N, *feature_shape) to class scores (N, C). Flat
 how spatial rows are reduced. `HeadBase.fit(X, y)` trains on arrays and
 `HeadBase.fit_cache(train, val)` on cache splits (`featcache.heads.feed`), and
 both reach the same training loop, so the fitted state is the same either way.
+
+Multi-label: with a 0/1 indicator matrix `y` (N, L), or a multi-label cache
+(`featcache.multilabel`), a head scores each label on its own (sigmoids, or
+one-vs-rest classifiers); `predict` returns the (N, L) 0/1 decisions at the
+per-label `thresholds_`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         best_epoch_: the epoch whose weights were kept, or None.
         notes_: anything else worth recording (epochs run, search results).
         model_: the trained model.
+        multi_label_: whether it scores labels independently (multi-label).
+        thresholds_: multi-label only: per-label decision thresholds (0.5 until
+            `tune_thresholds`).
     """
 
     #: parameters a registry entry sets, not a user
@@ -72,33 +80,40 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         """
         from .feed import ArraySplit
 
-        X, labels, classes = self._training_arrays(X, y)
-        return self._fit_split(ArraySplit(X, labels, classes, "X"), None, progress, classes)
+        X, labels, classes, sets = self._training_arrays(X, y)
+        return self._fit_split(ArraySplit(X, labels, classes, "X", sets), None, progress, classes)
 
     def fit_cache(self, train, val=None, progress: bool | None = None):
         """Train on cache splits (`featcache.heads.feed.FeatureSplit`), in memory or streamed.
 
         Args:
-            train: the training split; its class names become `classes_`.
+            train: the training split; its class names (a multi-label cache's label
+                names) become `classes_`.
             val: optional validation split (Keras heads: early stopping).
             progress: show an epoch bar (None: only on a terminal).
 
         Returns:
             self, fitted.
         """
-        return self._fit_split(train, val, progress, np.array(train.class_names))
+        return self._fit_split(train, val, progress, np.array(train.label_names))
 
     def _training_arrays(self, X, y):
-        from sklearn.utils.multiclass import check_classification_targets
+        """(X, label indices, classes, label sets): label sets is the (sets, L) indicator
+        of a multi-label `y` (label indices then index its rows), else None."""
+        from sklearn.utils.multiclass import check_classification_targets, type_of_target
         from sklearn.utils.validation import check_X_y
 
+        if type_of_target(y) == "multilabel-indicator":
+            X, y = check_X_y(X, y, allow_nd=True, dtype="numeric", multi_output=True)
+            sets, labels = np.unique(np.asarray(y, dtype=np.float32), axis=0, return_inverse=True)
+            return X.astype(np.float32, copy=False), labels.ravel(), np.arange(y.shape[1]), sets
         X, y = check_X_y(X, y, allow_nd=True, dtype="numeric")
         check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise UsageError(f"{type(self).__name__} needs at least two classes in y; "
                              f"got one class ({classes[0]!r}).")
-        return X.astype(np.float32, copy=False), labels, classes
+        return X.astype(np.float32, copy=False), labels, classes, None
 
     def _label_indices(self, y) -> np.ndarray:
         """Map labels to indices into classes_ (validation data)."""
@@ -114,10 +129,16 @@ class HeadBase(ClassifierMixin, BaseEstimator):
 
     def _fit_split(self, train, val, progress, classes):
         feature_shape = tuple(int(d) for d in train.feature_shape)
-        self._check_params(len(classes), feature_shape)
+        multi_label = train.label_indicator is not None
+        self._check_params(len(classes), feature_shape, multi_label)
         for attr in ("model_", "history_", "best_epoch_", "notes_", "source_", "val_accuracy_",
-                     "metrics_", "summary_"):
+                     "metrics_", "summary_", "thresholds_"):
             self.__dict__.pop(attr, None)
+        self.multi_label_ = multi_label
+        if multi_label:
+            from ..multilabel import DEFAULT_THRESHOLD
+
+            self.thresholds_ = np.full(len(classes), DEFAULT_THRESHOLD)
         self.classes_ = np.asarray(classes)
         self.feature_shape_ = feature_shape
         self.n_features_in_ = int(np.prod(feature_shape))
@@ -127,13 +148,14 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         self.model_ = model
         return self
 
-    def check_params(self, n_classes: int, feature_shape: tuple[int, ...]) -> None:
+    def check_params(self, n_classes: int, feature_shape: tuple[int, ...],
+                     multi_label: bool = False) -> None:
         """Refuse parameters this head cannot use for such data, before any is read.
 
         Raises:
             ParameterError: naming the parameter.
         """
-        self._check_params(n_classes, tuple(feature_shape))
+        self._check_params(n_classes, tuple(feature_shape), multi_label)
         spatial_mode(self.spatial, tuple(feature_shape))
 
     def can_stream(self) -> bool:
@@ -154,7 +176,8 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         return X.astype(np.float32, copy=False)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class scores (N, C), columns in `classes_` order; rows sum to 1.
+        """Class scores (N, C), columns in `classes_` order; rows sum to 1 (multi-label:
+        each label's own probability, in [0, 1]).
 
         Raises:
             NotFittedError: before fit.
@@ -168,7 +191,29 @@ class HeadBase(ClassifierMixin, BaseEstimator):
             NotFittedError: before fit.
         """
         scores = self.predict_proba(X)  # first: raises NotFittedError before fit
+        if self.multi_label:
+            from ..multilabel import decide
+
+            return decide(scores, self.thresholds_)
         return self.classes_[np.argmax(scores, axis=1)]
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the fitted head scores labels independently (see the module docstring)."""
+        return bool(self.__dict__.get("multi_label_", False))
+
+    def tune_thresholds(self, X, Y) -> "HeadBase":
+        """Multi-label: set `thresholds_` to those maximising each label's F1 on (X, Y).
+
+        Args:
+            X: feature rows; Y: their (N, L) 0/1 indicator matrix.
+        """
+        from ..multilabel import tune_thresholds
+
+        if not self.multi_label:
+            raise UsageError("tune_thresholds applies to multi-label heads only.")
+        self.thresholds_ = tune_thresholds(np.asarray(Y), self.predict_proba(X))
+        return self
 
     @property
     def class_names(self) -> list[str]:
@@ -188,8 +233,12 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         return self._save_model(folder)
 
     def restore(self, path: str, class_names: list[str], feature_shape: tuple[int, ...],
-                spatial: str, history: dict | None = None, training: dict | None = None) -> "HeadBase":
+                spatial: str, history: dict | None = None, training: dict | None = None,
+                multi_label: dict | None = None) -> "HeadBase":
         """Load a saved model from `path` and set the fitted state it was saved with.
+
+        Args:
+            multi_label: a multi-label head's config entry ({"thresholds": [...]}).
 
         Returns:
             self, fitted.
@@ -203,6 +252,9 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = training.get("best_epoch")
         self.notes_ = {k: v for k, v in training.items() if k in ("epochs_run", "search", "epochs",
                                                                     "streamed")}
+        self.multi_label_ = multi_label is not None
+        if multi_label is not None:
+            self.thresholds_ = np.asarray(multi_label["thresholds"], dtype=np.float64)
         self.model_ = self._load_model(path)
         return self
 
@@ -215,8 +267,9 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         return inputs, (layer()(inputs) if layer else inputs)
 
     # ------------------------------------------------------------------ subclass hooks
-    def _check_params(self, n_classes: int, feature_shape: tuple[int, ...]) -> None:
-        """Raise ParameterError for values this head cannot use."""
+    def _check_params(self, n_classes: int, feature_shape: tuple[int, ...],
+                      multi_label: bool = False) -> None:
+        """Raise ParameterError for values this head cannot use (on such data)."""
 
     def _train(self, train, val, progress):
         """Train on splits; returns (model, history, best_epoch, notes)."""

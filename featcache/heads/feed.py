@@ -108,6 +108,9 @@ class FeatureSplit(_Rows):
         self.split = split
         self.feature_shape = cache.feature_shape
         self.class_names = cache.class_names
+        self.label_names = cache.label_names
+        # multi-label caches: row label -> its 0/1 label vector (featcache.multilabel)
+        self.label_indicator = cache.label_indicator() if cache.multi_label else None
         self.in_memory = in_memory
         self._reader = SplitReader(cache, split)
         self.n_rows = self._reader.n_rows
@@ -144,15 +147,19 @@ class ArraySplit(_Rows):
         labels: label indices (N,), in 0..len(class_names) - 1.
         class_names: the classes, in label order.
         split: a name for messages.
+        label_indicator: multi-label: (sets, L) 0/1 matrix that `labels` index.
     """
 
     cache = None
     in_memory = True
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: list, split: str = "X"):
+    def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: list, split: str = "X",
+                 label_indicator: np.ndarray | None = None):
         self._features = np.asarray(features, dtype=np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = list(class_names)
+        self.label_names = self.class_names
+        self.label_indicator = label_indicator
         self.feature_shape = tuple(self._features.shape[1:])
         self.split = split
         self.n_rows = len(self._features)

@@ -4,7 +4,8 @@ One class covers every Keras head in the registry; `linear`, `dense256`,
 `dense512`, `sigmoid` and `mlp` differ only in their default parameters. It
 trains from the shuffled schedule of `featcache.heads.feed`, in memory or
 streamed, with early stopping on validation loss that restores the best
-weights.
+weights. On multi-label data the output is one sigmoid per label, trained
+with binary cross-entropy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ OUTPUTS = ("softmax", "sigmoid")
 
 
 def _make_sequence(keras, schedule: Schedule, n_classes: int, binary: bool,
-                   weights: np.ndarray | None):
+                   weights: np.ndarray | None, label_indicator: np.ndarray | None = None):
     """A keras.utils.PyDataset over a Schedule, advancing one epoch per pass."""
 
     class Batches(keras.utils.PyDataset):
@@ -36,7 +37,9 @@ def _make_sequence(keras, schedule: Schedule, n_classes: int, binary: bool,
 
         def __getitem__(self, index):
             features, labels, _ = schedule.batch(index)
-            if binary:
+            if label_indicator is not None:  # multi-label: each row's 0/1 label vector
+                targets = label_indicator[labels]
+            elif binary:
                 targets = labels.astype(np.float32)[:, None]
             else:
                 targets = np.eye(n_classes, dtype=np.float32)[labels]
@@ -123,20 +126,31 @@ class KerasHead(HeadBase):
         """
         from .feed import ArraySplit
 
-        X, labels, classes = self._training_arrays(X, y)
+        X, labels, classes, sets = self._training_arrays(X, y)
         val = None
         if validation_data is not None:
             from sklearn.utils.validation import check_array
 
             Xv, yv = validation_data
             Xv = check_array(Xv, allow_nd=True, dtype="numeric").astype(np.float32, copy=False)
-            self.classes_ = classes  # _label_indices maps onto the training classes
-            val = ArraySplit(Xv, self._label_indices(yv), classes, "validation_data")
-        return self._fit_split(ArraySplit(X, labels, classes, "X"), val, progress, classes)
+            if sets is not None:  # multi-label: the validation rows' own label sets
+                _, yl, _, vsets = self._training_arrays(Xv, yv)
+                val = ArraySplit(Xv, yl, classes, "validation_data", vsets)
+            else:
+                self.classes_ = classes  # _label_indices maps onto the training classes
+                val = ArraySplit(Xv, self._label_indices(yv), classes, "validation_data")
+        return self._fit_split(ArraySplit(X, labels, classes, "X", sets), val, progress, classes)
 
-    def _check_params(self, n_classes, feature_shape) -> None:
+    def _check_params(self, n_classes, feature_shape, multi_label=False) -> None:
         if self.output not in OUTPUTS:
             raise ParameterError("output", self.output, f"allowed values are {', '.join(OUTPUTS)}.")
+        if multi_label and self.binary:
+            raise ParameterError(
+                "output", self.output, f"head '{self.name}' has one sigmoid unit, for two classes; "
+                "multi-label data gets one sigmoid per label from linear, dense256, dense512 or mlp.")
+        if multi_label and self.class_weight:
+            raise ParameterError("class_weight", self.class_weight,
+                                 "applies to single-label data only.")
         if self.binary and n_classes != 2:
             raise ParameterError(
                 "output", self.output,
@@ -162,6 +176,9 @@ class KerasHead(HeadBase):
                 x = keras.layers.Dropout(self.dropout, name=f"dropout_{i}")(x)
         if self.binary:
             outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+        elif self.multi_label:  # one independent probability per label
+            outputs = keras.layers.Dense(n_classes, activation="sigmoid",
+                                         kernel_regularizer=regularizer, name="probabilities")(x)
         else:
             outputs = keras.layers.Dense(n_classes, activation="softmax",
                                          kernel_regularizer=regularizer, name="probabilities")(x)
@@ -172,21 +189,25 @@ class KerasHead(HeadBase):
         n_classes = len(self.classes_)
         keras.utils.set_random_seed(int(self.seed))
         model = self.build(n_classes)
-        if self.binary:
+        accuracy = "accuracy"
+        if self.binary or self.multi_label:
             loss = keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing)
+            if self.multi_label:  # the share of label decisions right at 0.5
+                accuracy = keras.metrics.BinaryAccuracy(name="accuracy")
         else:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         model.compile(optimizer=make_optimizer(keras, self.optimizer, self.learning_rate),
-                      loss=loss, metrics=["accuracy"])
-        weights = class_weights(train.labels, n_classes, self.class_weight)
+                      loss=loss, metrics=[accuracy])
+        weights = None if self.multi_label else class_weights(train.labels, n_classes,
+                                                               self.class_weight)
         train_batches = _make_sequence(
             keras, Schedule(train, self.batch_size, self.seed, True, self.shuffle_window),
-            n_classes, self.binary, weights)
+            n_classes, self.binary, weights, train.label_indicator)
         val_batches = None
         if val is not None and val.n_rows:
             val_batches = _make_sequence(
                 keras, Schedule(val, self.batch_size, shuffle=False, window_rows=self.shuffle_window),
-                n_classes, self.binary, None)
+                n_classes, self.binary, None, val.label_indicator)
         callbacks = [epoch_bar(keras, self.epochs, progress)]
         stopper = None
         if val_batches is not None and self.early_stopping:
@@ -223,7 +244,8 @@ class KerasHead(HeadBase):
         return load_model_safely(path, compile=False)
 
     def to_keras(self):
-        """The head as a model ending in an N-class softmax (sigmoid becomes softmax([0, z]))."""
+        """The head as a model ending in an N-class softmax (sigmoid becomes softmax([0, z]));
+        a multi-label head's model, one sigmoid per label, as it is."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)

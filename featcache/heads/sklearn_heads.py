@@ -14,6 +14,11 @@ calibrated probability). Others (kNN, random forest) give `predict_proba`.
 `calibrate` wraps the fitted pipeline in a temperature-scaled
 CalibratedClassifierCV, whose probabilities are then the scores; a calibrated
 linear head is still one affine map plus a softmax, so it still exports.
+
+Multi-label data: the classifier is wrapped in a OneVsRestClassifier, one
+binary classifier per label; linear heads score the sigmoid of each decision
+value (logistic regression's own probabilities), the others `predict_proba`.
+A search then scores folds by mean average precision.
 """
 
 from __future__ import annotations
@@ -127,7 +132,11 @@ class SklearnHead(HeadBase):
     def can_stream(self) -> bool:
         return self._by_partial_fit
 
-    def _check_params(self, n_classes, feature_shape) -> None:
+    def _check_params(self, n_classes, feature_shape, multi_label=False) -> None:
+        if multi_label and self._by_partial_fit:
+            raise ParameterError("incremental", True, f"head '{self.name}' trains by partial_fit, "
+                                 "for single-label data only; use logreg or a Keras head for "
+                                 "multi-label data.")
         if self.class_weight not in (None, "balanced"):
             raise ParameterError("class_weight", self.class_weight, "the only mode is 'balanced'.")
         if self.search and not self.search_grid:
@@ -163,7 +172,12 @@ class SklearnHead(HeadBase):
             steps.append(("scale", StandardScaler()))
         if self.pca:
             steps.append(("pca", PCA(n_components=self.pca, random_state=self.seed)))
-        steps.append(("clf", self._classifier()))
+        clf = self._classifier()
+        if self.multi_label:
+            from sklearn.multiclass import OneVsRestClassifier
+
+            clf = OneVsRestClassifier(clf)
+        steps.append(("clf", clf))
         return Pipeline(steps)
 
     def _inputs(self, features: np.ndarray) -> np.ndarray:
@@ -178,13 +192,17 @@ class SklearnHead(HeadBase):
                 + f" needs the training features in memory; use {param('model')}=sgd or a Keras "
                 f"head to train from disk, or raise {param('max_memory')}.")
         X, y = self._inputs(train.all_features()), train.labels
+        targets = y if not self.multi_label else train.label_indicator[y].astype(np.int64)
         if not self.search:
-            return self._pipeline().fit(X, y), {}, None, {}
-        from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+            return self._pipeline().fit(X, targets), {}, None, {}
+        from sklearn.model_selection import (GridSearchCV, GroupKFold, KFold, StratifiedGroupKFold,
+                                             StratifiedKFold)
 
         searched, grid = self.search_grid
         grid = list(grid)
-        folds = min(int(self.cv), int(np.bincount(y).min()))
+        # multi-label: folds stratified by label set while every set can fill them
+        folds = min(int(self.cv), int(np.bincount(y).min())) if not self.multi_label else int(self.cv)
+        stratified = not self.multi_label or int(np.bincount(y).min()) >= folds
         if folds < 2:
             raise ParameterError("search", True, "needs at least 2 training rows of every class.")
         groups = None
@@ -192,14 +210,19 @@ class SklearnHead(HeadBase):
             # augmented views of one image stay in one fold: no validating on copies of training rows
             paths = train.cache.index(train.split)[0]
             groups = np.unique(paths, return_inverse=True)[1]
-            cv = StratifiedGroupKFold(folds, shuffle=True, random_state=self.seed)
+            cv = (StratifiedGroupKFold(folds, shuffle=True, random_state=self.seed) if stratified
+                  else GroupKFold(folds))
         else:
-            cv = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
-        search = GridSearchCV(self._pipeline(), {f"clf__{searched}": grid}, n_jobs=-1, cv=cv)
-        search.fit(X, y, groups=groups)
+            cv = (StratifiedKFold(folds, shuffle=True, random_state=self.seed) if stratified
+                  else KFold(folds, shuffle=True, random_state=self.seed))
+        key = f"clf__estimator__{searched}" if self.multi_label else f"clf__{searched}"
+        search = GridSearchCV(self._pipeline(), {key: grid}, n_jobs=-1,
+                              cv=list(cv.split(X, y, groups)),
+                              scoring="average_precision" if self.multi_label else None)
+        search.fit(X, targets)
         return search.best_estimator_, {}, None, {"search": {
             "param": searched, "grid": grid, "folds": folds,
-            "best": search.best_params_[f"clf__{searched}"],
+            "best": search.best_params_[key],
             "mean_cv_accuracy": [float(v) for v in search.cv_results_["mean_test_score"]],
         }}
 
@@ -244,8 +267,12 @@ class SklearnHead(HeadBase):
 
     @property
     def is_linear(self) -> bool:
-        """Whether the fitted classifier is one affine map (it has coef_)."""
-        return hasattr(self.pipeline().steps[-1][1], "coef_")
+        """Whether the fitted classifier is one affine map (it has coef_; multi-label: each of
+        its one-vs-rest classifiers)."""
+        clf = self.pipeline().steps[-1][1]
+        if self.multi_label:  # a label constant in training gets a constant predictor instead
+            return any(hasattr(e, "coef_") for e in clf.estimators_)
+        return hasattr(clf, "coef_")
 
     def decision(self, features: np.ndarray) -> np.ndarray:
         """Decision values (N, C) of a linear head (two columns for two classes), uncalibrated."""
@@ -256,6 +283,12 @@ class SklearnHead(HeadBase):
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         model = self.model_
+        if self.multi_label:
+            from ..multilabel import sigmoid
+
+            if self.is_linear:
+                return sigmoid(np.asarray(model.decision_function(self._inputs(X)), dtype=np.float64))
+            return np.asarray(model.predict_proba(self._inputs(X)), dtype=np.float64)
         if self.is_linear and not self.calibrated:
             return _softmax(np.asarray(self.decision(X), dtype=np.float64))
         probs = np.zeros((len(X), self.n_classes))
@@ -327,6 +360,9 @@ class SklearnHead(HeadBase):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
+        if self.multi_label:
+            raise ExportError(f"A multi-label {self.name} head cannot be written as Keras layers "
+                              "yet; export a multi-label Keras head (dense256, linear, ...).")
         if not self.is_linear:
             from . import HEADS
 
