@@ -33,15 +33,26 @@ def machine() -> dict:
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as fh:
+            ids = {}
             for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in ids:
+                    ids[key] = value.strip()
+                if len(ids) == 3:
                     break
+            if "model name" in ids:  # family/model tell apart CPUs sold under one name (AMD EPYC)
+                cpu = ids["model name"] + (f" (family {ids['cpu family']}, model {ids['model']})"
+                                           if "cpu family" in ids and "model" in ids else "")
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "gpu": None, "date": time.strftime("%Y-%m-%d")}
     try:
+        from featcache.hardware import cpu_info
+
+        # the flags that decide the speed of a figure (AVX2/AVX-512/bfloat16/AMX)
+        info["cpu_flags"] = cpu_info().to_json()["flags"]
         from featcache.fingerprint import library_versions as versions
 
         info.update(versions())
@@ -77,7 +88,8 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def machine_line(meta: dict) -> str:
     m = meta["machine"]
     gpu = m.get("gpu") or "no GPU"
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, {gpu}; Python {m['python']}, "
+    flags = f" (flags: {' '.join(m['cpu_flags'])})" if m.get("cpu_flags") else ""
+    return (f"Machine: {m['cpu']}{flags}, {m['cores']} cores, {gpu}; Python {m['python']}, "
             f"Keras {m.get('keras')}, {m.get('backend')} {m.get('backend_version')}, "
             f"Pillow {m.get('pillow')}; {m['date']}.")
 

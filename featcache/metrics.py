@@ -125,6 +125,7 @@ def multilabel_metrics(targets: np.ndarray, scores: np.ndarray, thresholds, labe
         "macro_f1": float(f1_score(targets, decided, average="macro", zero_division=0)),
         "micro_f1_at_0.5": float(f1_score(targets, at_half, average="micro", zero_division=0)),
         "macro_f1_at_0.5": float(f1_score(targets, at_half, average="macro", zero_division=0)),
+        "accuracy_at_0.5": float(np.mean(np.all(at_half == targets, axis=1))) if n else float("nan"),
         "mean_average_precision": float(np.nanmean(ap)) if present.any() else float("nan"),
         "hamming_loss": float(hamming_loss(targets, decided)) if n else float("nan"),
         "log_loss": float(bce.mean()) if n else float("nan"),

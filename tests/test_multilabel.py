@@ -165,3 +165,12 @@ def test_flowers_and_colours_train_predict_evaluate_and_export(data_root, weight
         api.compare(cache, out=str(tmp_path / "cmp"))
     with pytest.raises(UsageError, match="single-label"):
         api.train_head(cache, "logreg", calibrate=True)
+
+
+def test_a_keras_head_early_stops_on_multi_label_validation_data():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0], axis=1).astype(int)
+    head = create_head("dense256", epochs=5, patience=2).fit(X[:60], Y[:60],
+                                                             validation_data=(X[60:], Y[60:]))
+    assert "val_loss" in head.history_ and head.predict_proba(X).shape == (90, 2)
