@@ -20,10 +20,11 @@ from .errors import FeatcacheError
 from .extract import ExtractOptions, ExtractSummary
 
 # the verbs last: `featcache.extract` is the function, not the subpackage of the same name
-from .api import compare, evaluate, extract, finetune, predict, train_head  # noqa: E402
+from .api import (  # noqa: E402
+    compare, evaluate, export, export_features, extract, finetune, predict, train_head)
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "ExtractOptions", "ExtractSummary", "FeatcacheError", "FeatureCache",
-    "Features", "compare", "evaluate", "extract", "finetune", "get_backbone", "list_backbones",
+    "Features", "compare", "evaluate", "export", "export_features", "extract", "finetune", "get_backbone", "list_backbones",
     "load_features", "predict", "train_head", "__version__",
 ]

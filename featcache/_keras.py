@@ -16,7 +16,7 @@ from .errors import BackendError
 
 _BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 _INSTALL_HINT = {
-    "tensorflow": "pip install 'featcache[tf]'",
+    "tensorflow": "pip install tensorflow",
     "jax": "pip install 'featcache[jax]'",
     "torch": "pip install 'featcache[torch]'",
 }
@@ -61,6 +61,13 @@ def import_keras():
     try:
         with _native_stderr_silenced():
             import keras  # noqa: PLC0415 (deliberately lazy)
+
+            if keras.backend.backend() == "tensorflow":
+                # look for GPUs now, silenced: the standard TensorFlow wheel reports a failed
+                # cuInit on fd 2 on machines without one, the first time devices are listed
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")
     except ModuleNotFoundError as exc:
         missing = exc.name or "keras"
         hint = _INSTALL_HINT.get(backend, "pip install keras")

@@ -123,6 +123,43 @@ def evaluate(model, cache, split: str = "val", *, trust: bool = False, weights_d
     return run(os.fspath(model), _cache_path(cache), split, trust=trust, weights_dir=weights_dir)
 
 
+def export(model, out, *, format: str | None = None, quantize: str = "none",
+           check_images=None, check_count: int | None = None, min_agreement: float | None = None,
+           force: bool = False, weights_dir=None, weights=None, trust: bool = False,
+           precision: str | None = None) -> dict:
+    """Write a head folder (or a fine-tuned folder) with its backbone as one .keras, ONNX or
+    TFLite model, checked against `predict` on the cache's validation images.
+
+    Returns:
+        The sidecar's entries, with `parity` (agreement, largest probability difference).
+        See `featcache.export.export_model`.
+    """
+    from .export import CHECK_IMAGES, MIN_AGREEMENT, export_model
+
+    return export_model(os.fspath(model), os.fspath(out), weights_dir=weights_dir, weights=weights,
+                        trust=trust, precision=precision, format=format, quantize=quantize,
+                        check_images=os.fspath(check_images) if check_images else None,
+                        check_count=check_count or CHECK_IMAGES,
+                        min_agreement=MIN_AGREEMENT if min_agreement is None else min_agreement,
+                        force=force)
+
+
+def export_features(cache, out, *, format: str | None = None, split=None):
+    """Write a cache's features (one row per image: path, label, split, view, sha256,
+    features) as one Parquet or .npz file, readable without featcache.
+
+    Args:
+        split: a split name or a list of them (default: every split).
+
+    Returns:
+        FeatureExport (see `featcache.feature_export.export_features`).
+    """
+    from .feature_export import export_features as run
+
+    splits = [split] if isinstance(split, str) else (list(split) if split else None)
+    return run(_cache_path(cache), os.fspath(out), format=format, splits=splits)
+
+
 def predict(model, images, top_k: int = TOP_K, *, weights_dir=None, weights=None,
             batch_size: int = 32, trust: bool = False, workers: int | None = None,
             precision: str | None = None, runtime: str | None = None) -> list[dict]:

@@ -555,8 +555,25 @@ def _cmd_predict(args) -> int:
 
 
 def _add_export_flags(p) -> None:
+    from .export import CHECK_IMAGES, MIN_AGREEMENT
+    from .export_formats import QUANTIZE
+
     _add_model_flag(p)
-    p.add_argument("--out", required=True, help="the .keras file to write")
+    p.add_argument("--out", required=True, help="the file to write: .keras, .onnx or .tflite")
+    p.add_argument("--format", choices=["keras", "onnx", "tflite"],
+                   help="default: from the --out extension")
+    p.add_argument("--quantize", choices=QUANTIZE, default="none",
+                   help="tflite only: float16 weights or dynamic-range int8 (default none)")
+    p.add_argument("--check-images", metavar="DIR",
+                   help="images for the parity check (default: the training cache's "
+                        "validation images)")
+    p.add_argument("--check-count", type=int, default=CHECK_IMAGES,
+                   help=f"at most this many check images (default {CHECK_IMAGES})")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
+                   help="share of check images on which the export must agree with featcache "
+                        f"predict (default {MIN_AGREEMENT})")
+    p.add_argument("--force", action="store_true",
+                   help="keep an export that agrees less (its parity report says so)")
     _add_precision_override(p)
     _add_weights_flags(p)
     _add_trust_flag(p)
@@ -564,12 +581,32 @@ def _add_export_flags(p) -> None:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_model
+    from .api import export
 
     with _stdout_for_json(args.json):
-        info = export_model(args.model, args.out, weights_dir=args.weights_dir,
-                            weights=args.weights, trust=args.trust, precision=args.precision)
+        info = export(args.model, args.out, weights_dir=args.weights_dir, weights=args.weights,
+                      trust=args.trust, precision=args.precision, format=args.format,
+                      quantize=args.quantize, check_images=args.check_images,
+                      check_count=args.check_count, min_agreement=args.min_agreement,
+                      force=args.force)
     _emit(args, info, report.export_summary)
+    return 0
+
+
+def _add_export_features_flags(p) -> None:
+    p.add_argument("cache", help="cache folder")
+    p.add_argument("--out", required=True, help="the file to write (.parquet or .npz)")
+    p.add_argument("--format", choices=["parquet", "npz"], help="default: from the --out extension")
+    p.add_argument("--split", action="append", metavar="NAME",
+                   help="only this split (repeat for several; default: every split)")
+    _add_output_flags(p, json_help="print what was written as JSON")
+
+
+def _cmd_export_features(args) -> int:
+    from .api import export_features
+
+    result = export_features(args.cache, args.out, format=args.format, split=args.split)
+    _emit(args, result, report.feature_export_summary)
     return 0
 
 
@@ -714,7 +751,18 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(_add_evaluate_flags, _cmd_evaluate,
                         "score a trained head on a split of a cache"),
     "predict": Command(_add_predict_flags, _cmd_predict, "classify image files with a trained head"),
-    "export": Command(_add_export_flags, _cmd_export, "write backbone + head as one Keras model"),
+    "export": Command(
+        _add_export_flags, _cmd_export,
+        "write backbone + head as one .keras, ONNX or TFLite model, checked against predict",
+        "Write the backbone and a trained head (or a fine-tuned model) as one model taking "
+        "raw pixels: .keras, ONNX or TFLite (optionally quantized). The written file is run by "
+        "its own runtime on the training cache's validation images and must agree with "
+        "featcache predict, or the export fails (--force keeps it)."),
+    "export-features": Command(
+        _add_export_features_flags, _cmd_export_features,
+        "write a cache's features as one Parquet or .npz file",
+        "One row per image: path, label, split, view, sha256 and the feature vector, readable "
+        "with pyarrow or numpy alone."),
     "finetune": Command(
         _add_finetune_flags, _cmd_finetune,
         "fine-tune the top of the backbone with a trained head",

@@ -80,7 +80,7 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
 
 def gpus() -> list[str]:
     """Names of the GPUs the Keras backend sees (imports the backend)."""
-    from ._keras import import_keras
+    from ._keras import _native_stderr_silenced, import_keras
 
     keras = import_keras()
     backend = keras.backend.backend()
@@ -88,7 +88,9 @@ def gpus() -> list[str]:
         if backend == "tensorflow":
             import tensorflow as tf
 
-            return [d.name for d in tf.config.list_physical_devices("GPU")]
+            # the standard TensorFlow wheel reports a failed cuInit on fd 2 when no GPU is there
+            with _native_stderr_silenced():
+                return [d.name for d in tf.config.list_physical_devices("GPU")]
         if backend == "jax":
             import jax
 

@@ -409,8 +409,23 @@ def unreadable_files(failed: int, total: int) -> str:
 
 def export_summary(info: dict) -> str:
     """`featcache export`: the model written and where its classes are."""
-    return (f"featcache export: wrote {info['model']} ({info['backbone']} + {info['head']}, "
-            f"{len(info['class_names'])} classes); classes and input format in {info['sidecar']}")
+    p = info["parity"]
+    kind = info.get("format", "keras") + ("" if info.get("quantize", "none") == "none"
+                                          else f", {info['quantize']}")
+    check = (f"agrees with featcache predict on {p['agreeing']} of {p['count']} images "
+             f"({p['agreement']:.1%}), largest probability difference {p['max_abs_difference']:.2g}"
+             + ("" if p["passed"] else " -- BELOW the required agreement, kept by --force"))
+    return "\n".join([
+        f"featcache export: wrote {info['model']} ({kind}; {info['backbone']} + {info['head']}, "
+        f"{len(info['class_names'])} classes)",
+        _rows([("check", check), ("sidecar", f"{info['sidecar']} (classes, input format)"),
+               ("report", info["parity_report"])])])
+
+
+def feature_export_summary(r) -> str:
+    """`featcache export-features`: the file and its rows."""
+    return (f"featcache export-features: wrote {r.out} ({r.format}, {human_bytes(r.bytes)}): "
+            f"{r.rows} rows ({_splits(r.splits)}), features {shape_text(r.feature_shape)} float32")
 
 
 def demo_intro(data: str | None) -> str:
