@@ -109,17 +109,17 @@ class DemoResult:
 
 def _sample_images(cache_path: str, n: int) -> list[tuple[str, str]]:
     """(path, true class) of `n` validation images of different classes (the first of each)."""
-    from .cache import FeatureCache, load_features
+    from .cache import FeatureCache
 
     cache = FeatureCache(cache_path)
     split = "val" if "val" in cache.splits else next(iter(cache.splits))
-    rows = load_features(cache_path, split)
+    paths, labels = cache.index(split)  # the file list only: no features read
     root = cache.manifest["source"]["root"]
     chosen, seen = [], set()
-    for path, label in zip(rows.paths, rows.labels):
+    for path, label in zip(paths, labels):
         if int(label) not in seen:
             seen.add(int(label))
-            chosen.append((os.path.join(root, path), rows.class_names[int(label)]))
+            chosen.append((os.path.join(root, path), cache.class_names[int(label)]))
         if len(chosen) == n:
             break
     return chosen
