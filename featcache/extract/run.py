@@ -65,9 +65,11 @@ def _runtime_for(options: ExtractOptions) -> str:
     return resolve_runtime("auto", options.precision, cpu_info(), bool(gpus()))
 
 
-def _known_shards(cache_dir: str, tasks: list[ShardTask], fph: str) -> dict[str, ShardInfo]:
-    """Finished shards of this plan already on disk (from a previous or killed run)."""
-    previous = {s.file: s for s in manifest_shards(previous_manifest(cache_dir))}
+def _known_shards(cache_dir: str, tasks: list[ShardTask], fph: str,
+                  manifest: dict) -> dict[str, ShardInfo]:
+    """Finished shards of this plan already on disk (from a previous or killed run), checked
+    against the previous run's `manifest` where it lists them."""
+    previous = {s.file: s for s in manifest_shards(manifest)}
     known: dict[str, ShardInfo] = {}
     for task in tasks:
         path = os.path.join(cache_dir, task.relpath)
@@ -241,7 +243,8 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         for relpath in rebuild:
             if os.path.isfile(os.path.join(out, relpath)):
                 os.remove(os.path.join(out, relpath))
-        known = _known_shards(out, tasks, fph)
+        before = previous_manifest(out)  # read once: the shards it lists and the speed it kept
+        known = _known_shards(out, tasks, fph, before)
         pending = [t for t in tasks if t.relpath not in known]
         images = sum(len(t.records) for t in pending)
 
@@ -262,7 +265,7 @@ def _extract_locked(options: ExtractOptions, engine, build: BuildSpec, dataset: 
         remove_stale_temporaries(out)  # left by workers killed mid-shard and retried elsewhere
         duplicates = _duplicate_warnings(out, ordered, dataset.class_names)
         quantization = _quantization_entry(out, quantized)
-        speed = _backbone_speed(rows, timing, options, previous_manifest(out))
+        speed = _backbone_speed(rows, timing, options, before)
         manifest = _manifest(fingerprint, fph, dataset, ordered, options, info, duplicates,
                              engine.name, quantization, speed)
         if options.sliced:
