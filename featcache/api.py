@@ -23,6 +23,19 @@ from .errors import UsageError
 TOP_K = 3  # classes per image in predict's rows, from Python and from the command line
 
 
+def _check_options(verb: str, options: dict, cls, name: str, taken: tuple[str, ...] = ()) -> None:
+    """Refuse keyword options that are not fields of the verb's options dataclass `cls`.
+
+    Raises:
+        UsageError: naming the unknown options and the known ones.
+    """
+    known = {f.name for f in fields(cls)} - set(taken)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"{verb} got unknown options {', '.join(unknown)}; the options are the "
+                         f"fields of {name}: {', '.join(sorted(known))}.")
+
+
 def _paths(images) -> list[str]:
     if isinstance(images, (str, os.PathLike)):
         return [os.fspath(images)]
@@ -67,11 +80,8 @@ def extract(data=None, out=None, backbone: str = "mobilenet", *, extractor=None,
     elif labels is not None or class_names is not None:
         raise UsageError("labels and class_names go with images in memory; a folder's classes are "
                          "its class folders.")
-    known = {f.name for f in fields(ExtractOptions)} - {"data", "out", "backbone"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UsageError(f"extract got unknown options {', '.join(unknown)}; the options are the "
-                         f"fields of featcache.ExtractOptions: {', '.join(sorted(known))}.")
+    _check_options("extract", options, ExtractOptions, "featcache.ExtractOptions",
+                   taken=("data", "out", "backbone"))
     return run(ExtractOptions(data=os.fspath(data), out=os.fspath(out), backbone=backbone, **options),
                extractor=extractor)
 
@@ -216,11 +226,7 @@ def finetune(data, model, out, *, resume: bool = False, weights_dir=None, weight
     from .finetuning import FinetuneOptions
     from .finetuning import finetune as run
 
-    known = {f.name for f in fields(FinetuneOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UsageError(f"finetune got unknown options {', '.join(unknown)}; the options are the "
-                         f"fields of featcache.finetuning.FinetuneOptions.")
+    _check_options("finetune", options, FinetuneOptions, "featcache.finetuning.FinetuneOptions")
     return run(os.fspath(data), os.fspath(model), os.fspath(out), FinetuneOptions(**options),
                resume=resume, weights_dir=weights_dir, weights=weights, progress=progress,
                trust=trust)
