@@ -406,3 +406,18 @@ def list_layers(backbone: str, image_size: int | None = None) -> LayerListing:
              "needs_top": layer.name in spec.top_layers}
             for layer in model.layers]
     return LayerListing(spec.name, size, rows)
+
+
+_LAST_BUILT: dict[tuple, FeatureExtractor] = {}
+
+
+def shared_feature_extractor(*args) -> FeatureExtractor:
+    """`build_feature_extractor(*args)`, reusing the last extractor built with the same
+    arguments. One is kept per process: repeated predictions and the clones scikit-learn
+    makes of `featcache.sklearn.ImageFeatures` share it, and asking for another replaces it."""
+    extractor = _LAST_BUILT.get(args)
+    if extractor is None:
+        extractor = build_feature_extractor(*args)
+        _LAST_BUILT.clear()
+        _LAST_BUILT[args] = extractor
+    return extractor

@@ -34,9 +34,6 @@ class Backbone:
     dtype: str
 
 
-_BUILT: dict[tuple, object] = {}  # the last feature extractor built, by what it was built from
-
-
 def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None = None,
                       weights: str | None = None, precision: str | None = None,
                       runtime: str | None = None, model_dir: str | None = None) -> Backbone:
@@ -60,7 +57,7 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
         FingerprintMismatchError: what can be built here differs (weights bytes,
             library versions...); the message names the fields.
     """
-    from .feature_model import build_feature_extractor
+    from .feature_model import shared_feature_extractor
 
     fp = fingerprint["fingerprint"]
     if "fused" in fp:
@@ -110,13 +107,10 @@ def backbone_for_head(fingerprint: dict, config: dict, weights_dir: str | None =
                 raise UsageError(f"The head was trained on int8 features, and its quantized model "
                                  f"is not in {int8_model}: pass {param('precision')} float32 to "
                                  "use the float model instead.")
-    build = (fp["backbone"], fp["input_size"][0], fp["layer"], fp["pooling"], weights, weights_dir,
-             seed, precision, runtime, int8_model)
-    extractor = _BUILT.get(build)
-    if extractor is None:
-        extractor = build_feature_extractor(*build)
-        _BUILT.clear()  # one backbone kept: repeated predictions reuse it, a new one replaces it
-        _BUILT[build] = extractor
+    # one backbone kept per process: repeated predictions reuse it, a new one replaces it
+    extractor = shared_feature_extractor(fp["backbone"], fp["input_size"][0], fp["layer"],
+                                         fp["pooling"], weights, weights_dir, seed, precision,
+                                         runtime, int8_model)
     rebuilt = make_fingerprint(extractor.describe(), resize.describe(), fp["dtype"], library_versions())
     if runtime != (made_by or {}).get("name", "keras"):  # a deliberate choice, same arithmetic
         rebuilt.pop("runtime", None)

@@ -33,7 +33,6 @@ from sklearn.utils.validation import check_is_fitted
 from .errors import UsageError
 from .fileio import write_json_atomic
 
-_BUILT: dict = {}
 COMPUTED_LOG = "computed.log"  # one line per image the backbone ran on, for the curious (and tests)
 
 
@@ -91,32 +90,29 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         """(extractor, resize spec, fingerprint hash), built once per estimator and settings."""
         key = (self.backbone, self.image_size, self.layer, self.pooling, self.weights,
                self.weights_dir, self.precision, self.runtime)
-        built = getattr(self, "_model", None) or _BUILT.get(key)
+        built = getattr(self, "_model", None)
         if built is not None and built[0] == key:
-            self._model = built
             return built[1]
         from .backbones import get_backbone
         from .decode import DEFAULT_DECODE, ResizeSpec
-        from .feature_model import build_feature_extractor
+        from .feature_model import shared_feature_extractor
         from .fingerprint import fingerprint_hash, library_versions, make_fingerprint
         from .hardware import cpu_info, gpus
-        from .runtimes import installed_runtimes, resolve_runtime
+        from .runtimes import resolve_runtime
 
         runtime = self.runtime
         if runtime == "auto":
-            runtime = resolve_runtime("auto", self.precision, cpu_info(), bool(gpus()),
-                                      installed_runtimes())
+            runtime = resolve_runtime("auto", self.precision, cpu_info(), bool(gpus()))
         size = int(self.image_size or get_backbone(self.backbone).input_size)
-        extractor = build_feature_extractor(self.backbone, size, self.layer, self.pooling,
-                                            self.weights, self.weights_dir, 0, self.precision,
-                                            runtime, None)
+        # clones (one per fold and candidate of a search) share the process's last extractor
+        extractor = shared_feature_extractor(self.backbone, size, self.layer, self.pooling,
+                                             self.weights, self.weights_dir, 0, self.precision,
+                                             runtime, None)
         resize = ResizeSpec((size, size), "bilinear", "stretch", DEFAULT_DECODE)
         fingerprint = make_fingerprint(extractor.describe(), resize.describe(), "float32",
                                        library_versions())
         built = (extractor, resize, fingerprint_hash(fingerprint), fingerprint)
         self._model = (key, built)
-        _BUILT.clear()  # clones (one per fold and candidate) reuse the last model built here
-        _BUILT[key] = self._model
         return built
 
     def __getstate__(self):  # GridSearchCV pickles estimators to its workers: not the model
@@ -147,8 +143,10 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         if missing:
             with _store_lock(store):  # another process may have computed them meanwhile
                 missing = [i for i in missing if not os.path.isfile(os.path.join(store, f"{keys[i]}.npy"))]
-                unique = list(dict.fromkeys(keys[i] for i in missing))
-                first = {k: next(i for i in missing if keys[i] == k) for k in unique}
+                first: dict[str, int] = {}  # each distinct image once, at its first position
+                for i in missing:
+                    first.setdefault(keys[i], i)
+                unique = list(first)
                 if unique:
                     rows = self._compute([images[first[k]] for k in unique], resize, extractor)
                     for k, row in zip(unique, rows):

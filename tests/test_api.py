@@ -14,7 +14,6 @@ import pytest
 from conftest import REPO
 
 import featcache
-from featcache import prediction
 from featcache.errors import UsageError
 
 
@@ -81,14 +80,14 @@ def test_repeated_predict_reuses_the_backbone(cache, photos, weights_dir, monkey
     head = featcache.train_head(cache, "ridge")
     images = [str(p) for p in sorted((photos / "photos" / "cats").iterdir())[:3]]
     featcache.predict(head, images, weights_dir=str(weights_dir))
-    built = dict(prediction._BUILT)
-    calls = []
     import featcache.feature_model as fm
 
+    built = dict(fm._LAST_BUILT)
+    calls = []
     original = fm.build_feature_extractor
     monkeypatch.setattr(fm, "build_feature_extractor", lambda *a, **k: calls.append(a) or original(*a, **k))
     again = featcache.predict(head, images, weights_dir=str(weights_dir))
-    assert calls == [] and prediction._BUILT == built and len(again) == 3
+    assert calls == [] and fm._LAST_BUILT == built and len(again) == 3
 
 
 def test_verbs_take_flag_names_and_refuse_unknown_ones(photos):
