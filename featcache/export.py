@@ -89,6 +89,8 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
 
     scorer = scorer_for(model_dir, weights_dir, weights, trust, precision=precision)
     pixels = _decoded(files, scorer.resize)
+    if fmt != "keras":  # random ops of training-time augmentation have no ONNX/TFLite form
+        model = _without_augmentation(model)
     export_formats.write(model, out_file, fmt, quantize, pixels)
     parity = _parity(scorer.score, export_formats.runner(out_file, fmt), pixels, thresholds)
     parity.update(format=fmt, quantize=quantize, min_agreement=min_agreement,
@@ -127,6 +129,23 @@ def export_model(model_dir: str, out_file: str, weights_dir: str | None = None,
     info["sidecar"] = os.path.abspath(sidecar)
     info["parity_report"] = os.path.abspath(report_file)
     return info
+
+
+def _without_augmentation(model):
+    """The model with the layers that only act while training (a fine-tuned model's
+    `augment_*` layers, dropout) replaced by identities, nested models included; every other
+    layer, with its weights, is shared. A fine-tuned model's SavedModel otherwise keeps their
+    random ops, which TFLite cannot run."""
+    keras = import_keras()
+    idle = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+            keras.layers.SpatialDropout2D)
+
+    def clone(layer):
+        if layer.name.startswith("augment_") or isinstance(layer, idle):
+            return keras.layers.Identity(name=layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
 
 
 def _check_files(config: dict, check_images: str | None, count: int) -> list[str]:

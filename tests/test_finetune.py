@@ -179,6 +179,10 @@ def test_finetuned_model_predicts_evaluates_and_exports(small_head, data_root, t
     expected = [[next(c["score"] for c in r["top_k"] if c["label"] == n) for n in info["class_names"]]
                 for r in rows]
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    # the fine-tuned graph (augmentation layers idle at inference) converts and passes its check
+    lite = export_model(out, str(tmp_path / "ft.tflite"))
+    assert lite["format"] == "tflite" and lite["parity"]["passed"]
+    assert lite["parity"]["count"] == 8 and lite["parity"]["max_abs_difference"] < 1e-3
 
 
 def test_finetune_refuses_what_it_cannot_do(small_head, data_root, tmp_path):
