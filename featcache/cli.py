@@ -641,9 +641,10 @@ def _add_finetune_flags(p) -> None:
                    help="after the warm-up: cosine decay to zero by the last epoch (default) or "
                         "constant")
     p.add_argument("--patience", type=int, default=3,
-                   help="epochs without a lower validation loss before stopping (default 3)")
+                   help="epochs without a better validation accuracy (ties: lower loss) before "
+                        "stopping (default 3)")
     p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
-                   help="train all epochs (by default the best validation-loss weights are kept)")
+                   help="train all epochs (by default the best epoch, epoch 0 included, is kept)")
     p.add_argument("--augment", default=DEFAULT_AUGMENT,
                    help="augmentation while training (default: %(default)s; 'none' to turn off)")
     p.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")

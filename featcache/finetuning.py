@@ -383,9 +383,11 @@ def _load_weights(model, path: str) -> None:
 def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_stopping: bool,
                          feeds=()):
     """Saves the last model, the best weights and the run state each epoch; stops after
-    `patience` epochs without a lower validation loss. The starting weights count as epoch 0,
-    so a run none of whose epochs beats them keeps them. Also records each epoch's seconds
-    and the decode CPU seconds of `feeds`."""
+    `patience` epochs without a better one. Better: a higher validation accuracy, or the same
+    and a lower validation loss (without validation data: a lower training loss). The
+    starting weights count as epoch 0, so a run none of whose epochs beats them keeps them,
+    and a run never ends below the accuracy it started from. Also records each epoch's
+    seconds and the decode CPU seconds of `feeds`."""
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -406,9 +408,10 @@ def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_s
             state.setdefault("epoch_seconds", []).append(took)
             state.setdefault("train_seconds", []).append(self._trained or took)
             state["epochs_done"] += 1
-            monitored = logs.get("val_loss", logs.get("loss"))
-            if state["best_loss"] is None or monitored < state["best_loss"]:
-                state["best_loss"], state["best_epoch"], state["wait"] = monitored, epoch, 0
+            if _improves(state, logs):
+                state["best_loss"] = logs.get("val_loss", logs.get("loss"))
+                state["best_accuracy"] = logs.get("val_accuracy")
+                state["best_epoch"], state["wait"] = epoch, 0
                 _save_weights(self.model, os.path.join(folder, BEST_WEIGHTS))
             else:
                 state["wait"] += 1
@@ -418,6 +421,17 @@ def _checkpoint_callback(keras, folder: str, state: dict, patience: int, early_s
                 self.model.stop_training = True
 
     return Checkpoint()
+
+
+def _improves(state: dict, logs: dict) -> bool:
+    """Whether an epoch's `logs` beat the best weights so far (see `_checkpoint_callback`)."""
+    if state["best_loss"] is None:
+        return True
+    loss = logs.get("val_loss", logs.get("loss"))
+    accuracy, best = logs.get("val_accuracy"), state.get("best_accuracy")
+    if accuracy is None or best is None:  # no validation data (or a run begun by older featcache)
+        return loss < state["best_loss"]
+    return accuracy > best or (accuracy == best and loss < state["best_loss"])
 
 
 @dataclass
@@ -537,7 +551,7 @@ def _run(keras, setup: _Setup, resume, weights_dir, weights, progress) -> Finetu
                  "precision": backbone.extractor.precision,
                  "head_fingerprint": setup.fingerprint, "before_finetune": before}
         if before is not None:
-            state["best_loss"] = before["val_loss"]
+            state["best_loss"], state["best_accuracy"] = before["val_loss"], before["val_accuracy"]
             _save_weights(model, best_weights)
         write_json_atomic(setup.state_path, state)
 

@@ -256,8 +256,9 @@ def finetune_summary(s) -> str:
         pairs.append(("before tuning", f"{before['val_accuracy']:.4f} on val, loss {before['val_loss']:.4f}"))
     kept = getattr(s, "best_epoch", None)
     if kept is not None:
-        pairs.append(("kept", "the starting weights (no epoch lowered the validation loss)" if kept == 0
-                      else f"fine-tuning epoch {kept} (lowest validation loss)"))
+        pairs.append(("kept", "the starting weights (no epoch beat their validation accuracy)"
+                      if kept == 0 else f"fine-tuning epoch {kept} (best validation accuracy, "
+                                        "ties: lower loss)"))
     timing = f"{s.seconds:.1f} s"
     if getattr(s, "seconds_per_epoch", None):
         timing += (f", {s.seconds_per_epoch:.1f} s per epoch, {s.images_per_second:.1f} training "

@@ -330,3 +330,17 @@ def test_every_backbone_names_a_top_block_that_fine_tuning_trains_by_default(nam
                          if layer.weights
                          and not isinstance(layer, keras.layers.BatchNormalization)]
     assert set_trainable(backbone, 0, None, spec) == []
+
+
+def test_the_kept_epoch_is_the_most_accurate_so_a_run_never_ends_below_its_start():
+    """cats_dogs once kept an epoch with a lower validation loss but a lower accuracy than
+    the starting weights: accuracy decides first now, the loss breaks ties."""
+    from featcache.finetuning import _improves
+
+    start = {"best_loss": 0.05, "best_accuracy": 0.986}
+    assert not _improves(start, {"val_loss": 0.04, "val_accuracy": 0.982})  # lower loss, worse
+    assert _improves(start, {"val_loss": 0.04, "val_accuracy": 0.986})      # same, lower loss
+    assert _improves(start, {"val_loss": 0.09, "val_accuracy": 0.990})      # more accurate
+    assert not _improves(start, {"val_loss": 0.06, "val_accuracy": 0.986})
+    # without validation data the training loss decides, as before
+    assert _improves({"best_loss": 0.5, "best_accuracy": None}, {"loss": 0.4})
