@@ -206,56 +206,39 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
     scored = val if val is not None else train
     train_scores = predict_split(head, train)
     scores = predict_split(head, val) if val is not None else train_scores
+    notes, uncalibrated = dict(head.notes_), None
     if head.multi_label:
         from .multilabel import decide, tune_thresholds
 
         if val is not None and val.n_rows:
             head.thresholds_ = tune_thresholds(_targets(val), scores)
         metrics = multilabel_metrics(_targets(scored), scores, head.thresholds_, head.class_names)
-        metrics["split"] = scored.split
         train_accuracy = float(np.mean(np.all(decide(train_scores, head.thresholds_)
                                               == _targets(train), axis=1)))
-        return _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics,
-                                  train_accuracy, dict(head.notes_), extra, plots, None, scored,
-                                  scores)
-    calibration = None
-    if calibrate:
-        before = scores
-        if temperature is not None:
-            fold_temperature(head.model_, temperature)
-            method = "temperature scaling"
-        else:
-            splits = grouped_folds(train.labels, image_groups(split_hashes(cache, train.split)),
-                                   calibration_folds, getattr(head, "seed", 0))
-            head.calibrate(train.all_features(), train.labels, splits)
-            temperature = head.temperature
-            method = "CalibratedClassifierCV (temperature)"
-        train_scores = predict_split(head, train)
-        scores = predict_split(head, val) if val is not None else train_scores
-        calibration = calibration_report(scored.labels, before, scores, method,
-                                         temperature=round(float(temperature), 4),
-                                         folds=calibration_folds, split=scored.split)
-    metrics = classification_metrics(scored.labels, scores, cache.class_names)
+    else:
+        calibration = None
+        if calibrate:
+            uncalibrated = scores
+            if temperature is not None:
+                fold_temperature(head.model_, temperature)
+                method = "temperature scaling"
+            else:
+                splits = grouped_folds(train.labels, image_groups(split_hashes(cache, train.split)),
+                                       calibration_folds, getattr(head, "seed", 0))
+                head.calibrate(train.all_features(), train.labels, splits)
+                temperature = head.temperature
+                method = "CalibratedClassifierCV (temperature)"
+            train_scores = predict_split(head, train)
+            scores = predict_split(head, val) if val is not None else train_scores
+            calibration = calibration_report(scored.labels, uncalibrated, scores, method,
+                                             temperature=round(float(temperature), 4),
+                                             folds=calibration_folds, split=scored.split)
+            notes["calibration"] = {k: calibration[k] for k in ("method", "temperature", "folds")}
+        metrics = classification_metrics(scored.labels, scores, cache.class_names)
+        if calibration is not None:
+            metrics["calibration"] = calibration
+        train_accuracy = float(np.mean(train_scores.argmax(axis=1) == train.labels))
     metrics["split"] = scored.split
-    if calibration is not None:
-        metrics["calibration"] = calibration
-    train_accuracy = float(np.mean(train_scores.argmax(axis=1) == train.labels))
-    notes = dict(head.notes_)
-    if calibration is not None:
-        notes["calibration"] = {k: calibration[k] for k in ("method", "temperature", "folds")}
-    return _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics,
-                              train_accuracy, notes, extra, plots,
-                              before if calibration is not None else None, scored, scores)
-
-
-def _targets(split) -> np.ndarray:
-    """A multi-label split's (rows, labels) 0/1 matrix."""
-    return split.label_indicator[split.labels]
-
-
-def _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics, train_accuracy,
-                       notes, extra, plots, uncalibrated, scored, scores) -> TrainSummary:
-    """Record a scored head's training, write its folder (when `out`), and sum it up."""
     training = {"seconds": round(seconds, 3), "in_memory": in_memory, "train_split": train.split,
                 "val_split": val.split if val is not None else None, "train_rows": train.n_rows,
                 "val_rows": val.n_rows if val is not None else 0,
@@ -278,6 +261,11 @@ def _write_head_folder(out, head, cache, train, val, seconds, in_memory, metrics
         train_rows=train.n_rows, val_rows=val.n_rows if val is not None else 0,
         metrics=metrics, files=files, notes={**notes, "best_epoch": head.best_epoch_, **(extra or {})},
         estimator=head)
+
+
+def _targets(split) -> np.ndarray:
+    """A multi-label split's (rows, labels) 0/1 matrix."""
+    return split.label_indicator[split.labels]
 
 
 def _plots(out: str, name: str, head, metrics: dict, class_names: list[str], labels, scores,
