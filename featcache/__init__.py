@@ -8,6 +8,7 @@ Python API (the command line's verbs; keyword arguments are its flags in snake c
     featcache.predict(head, ["new/cat.jpg"])                  # rows: label, score, top_k
 
     featcache.compare(cache, out="compare/")                  # every head, chosen on train
+    featcache.audit(cache, out="audit/")                      # leaks, duplicates, label errors
     featcache.load_features("cache/", "train")                # .features, .labels, .paths
 
 Importing featcache is cheap: Keras (and its backend) load only when a model is built.
@@ -21,10 +22,10 @@ from .extract import ExtractOptions, ExtractSummary
 
 # the verbs last: `featcache.extract` is the function, not the subpackage of the same name
 from .api import (  # noqa: E402
-    compare, evaluate, export, export_features, extract, finetune, predict, train_head)
+    audit, compare, evaluate, export, export_features, extract, finetune, predict, train_head)
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "ExtractOptions", "ExtractSummary", "FeatcacheError", "FeatureCache",
-    "Features", "compare", "evaluate", "export", "export_features", "extract", "finetune", "get_backbone", "list_backbones",
+    "Features", "audit", "compare", "evaluate", "export", "export_features", "extract", "finetune", "get_backbone", "list_backbones",
     "load_features", "predict", "train_head", "__version__",
 ]

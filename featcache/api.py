@@ -126,6 +126,32 @@ def compare(cache, heads: list[str] | None = None, out=None, **options):
                          out=os.fspath(out) if out is not None else None, **options)
 
 
+def audit(cache, out=None, **options):
+    """Leaks, duplicates, likely label errors and outliers of a cache, from its features alone.
+
+    Args:
+        cache: a cache folder (or an ExtractSummary).
+        out: folder for report.html, audit.json, findings.csv, label_ranking.csv;
+            None writes nothing.
+        options: `top`, `threshold`, `folds`, `neighbors`, `train_split`,
+            `seed`, `progress` (see `featcache.data_audit.audit_cache`).
+
+    Returns:
+        AuditResult: `.findings` (most suspicious first, leaks first),
+        `.counts`, `.label_ranking`.
+    """
+    import inspect
+
+    from .data_audit import audit_cache
+
+    known = set(inspect.signature(audit_cache).parameters) - {"cache", "out"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"audit got unknown options {', '.join(unknown)}; the options are: "
+                         f"{', '.join(sorted(known))}.")
+    return audit_cache(_cache_path(cache), out=os.fspath(out) if out is not None else None, **options)
+
+
 def evaluate(model, cache, split: str = "val", *, trust: bool = False, weights_dir=None) -> dict:
     """Metrics of a head folder (or a fine-tuned folder) on one split of a cache."""
     from .train import evaluate as run

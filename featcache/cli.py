@@ -506,6 +506,46 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit
+def _add_audit_flags(p) -> None:
+    from .data_audit import NEAR_THRESHOLD, TOP
+    from .data_audit.label_issues import FOLDS
+    from .data_audit.outliers import K
+
+    p.add_argument("cache", help="cache folder from featcache extract")
+    p.add_argument("--out", default="featcache-audit",
+                   help="folder for report.html, audit.json, findings.csv and label_ranking.csv "
+                        "(default featcache-audit)")
+    p.add_argument("--top", type=int, default=TOP,
+                   help=f"findings of each kind shown in the report and --json (default {TOP}; "
+                        "findings.csv lists every one)")
+    p.add_argument("--threshold", type=float, default=NEAR_THRESHOLD,
+                   help=f"cosine similarity of features from which two different files count "
+                        f"as near duplicates (default {NEAR_THRESHOLD})")
+    p.add_argument("--folds", type=int, default=FOLDS,
+                   help=f"folds of the training split for the label check (default {FOLDS})")
+    p.add_argument("--neighbors", type=int, default=K,
+                   help=f"outlier score: distance to the k-th nearest training image (default {K})")
+    p.add_argument("--train-split", default="train", metavar="NAME",
+                   help="split the label check and the outlier score learn from (default train)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
+    _add_output_flags(p, quiet=True, json_help="print the findings as JSON")
+
+
+def _cmd_audit(args) -> int:
+    from .api import audit
+
+    with _stdout_for_json(args.json):
+        result = audit(args.cache, out=args.out, top=args.top, threshold=args.threshold,
+                       folds=args.folds, neighbors=args.neighbors, train_split=args.train_split,
+                       seed=args.seed, progress=_progress(args))
+    if args.json:
+        _print_json(result.to_json(args.top))
+    elif not args.quiet:
+        print(report.audit_summary(result))
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate / predict / export
 def _add_evaluate_flags(p) -> None:
     _add_model_flag(p)
@@ -749,6 +789,13 @@ COMMANDS: dict[str, Command] = {
         "Train every head that fits the cache, choose each one's settings by cross-validation "
         "on the training split (folds grouped by image), score each once on the validation "
         "split, and save the winner as a head folder. The test split is never read."),
+    "audit": Command(
+        _add_audit_flags, _cmd_audit,
+        "find leaks, duplicates, likely label errors and outliers from the cached features",
+        "From a cache's features alone (no backbone run): byte-identical and near-identical "
+        "images across splits (leaks) and inside each split, images whose label a cross-"
+        "validated linear head doubts, and images far from every training image. Writes an "
+        "HTML report with thumbnails, JSON and CSV files."),
     "evaluate": Command(_add_evaluate_flags, _cmd_evaluate,
                         "score a trained head on a split of a cache"),
     "predict": Command(_add_predict_flags, _cmd_predict, "classify image files with a trained head"),

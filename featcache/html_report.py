@@ -37,6 +37,10 @@ figcaption { color: #57606a; font-size: 0.9rem; }
 .gallery { display: flex; flex-wrap: wrap; gap: 1rem; }
 .gallery figure { margin: 0; width: 12rem; }
 .gallery img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; }
+.gallery figure.pair { width: 14rem; }
+.gallery .images { display: flex; gap: 0.4rem; }
+.gallery .missing { width: 96px; height: 96px; background: #eaeef2; color: #57606a;
+                    font-size: 0.75rem; display: flex; align-items: center; text-align: center; }
 .note { color: #57606a; font-size: 0.9rem; }
 """
 
@@ -55,6 +59,7 @@ def thumbnail_uri(path: str, size: int = 192) -> str:
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
+        img.draft("RGB", (size * 2, size * 2))  # a JPEG decodes at a reduced scale: photos stay fast
         img = ImageOps.exif_transpose(img).convert("RGB")
         img.thumbnail((size, size))
         buffer = io.BytesIO()
@@ -118,13 +123,30 @@ class Page:
                            f"<figcaption>{_esc(caption)}</figcaption></figure>")
         return self
 
-    def gallery(self, items: list[tuple[str, list[str]]], thumb: int = 192) -> Page:
-        """Thumbnails of image files, each with caption lines (e.g. its top classes)."""
-        figures = "".join(
-            f'<figure><img src="{thumbnail_uri(path, thumb)}" alt="{_esc(os.path.basename(path))}">'
-            f"<figcaption>{'<br>'.join(_esc(line) for line in lines)}</figcaption></figure>"
-            for path, lines in items)
-        self.blocks.append(f'<div class="gallery">{figures}</div>')
+    def gallery(self, items: list[tuple[str | list[str], list[str]]], thumb: int = 192) -> Page:
+        """Thumbnails of image files, each with caption lines (e.g. its top classes).
+
+        An item's path may be a list of paths: their thumbnails sit side by
+        side in one card (an image beside its duplicate). A file that cannot
+        be read shows as a grey box naming it instead of failing the page.
+        """
+        def image(path: str) -> str:
+            name = _esc(os.path.basename(path))
+            try:
+                return f'<img src="{thumbnail_uri(path, thumb)}" alt="{name}">'
+            except (OSError, ValueError):
+                return f'<div class="missing">not readable: {name}</div>'
+
+        figures = []
+        for paths, lines in items:
+            group = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+            css = ' class="pair"' if len(group) > 1 else ""
+            images = "".join(image(p) for p in group)
+            if len(group) > 1:
+                images = f'<div class="images">{images}</div>'
+            figures.append(f"<figure{css}>{images}"
+                           f"<figcaption>{'<br>'.join(_esc(line) for line in lines)}</figcaption></figure>")
+        self.blocks.append(f'<div class="gallery">{"".join(figures)}</div>')
         return self
 
     def html(self) -> str:

@@ -240,6 +240,34 @@ def compare_summary(r) -> str:
     return "\n".join(lines)
 
 
+def audit_summary(r, listed: int = 3) -> str:
+    """`featcache audit`: counts per kind, leaks first, the top few of each, and the files."""
+    from .data_audit import KIND_TITLES, KINDS
+
+    lines = [f"featcache audit: {r.cache} ({_splits(r.images)}; {r.seconds:.1f} s, from cached "
+             f"features; near duplicates at cosine similarity >= {r.threshold:.2f})"]
+    for kind in KINDS:
+        lines.append(f"  {r.counts[kind]:>6}  {KIND_TITLES[kind]}")
+        for f in r.top(kind, listed if kind.startswith("cross-split") or kind == "label-issue" else 0):
+            first = f["images"][0]
+            if kind == "label-issue":
+                lines.append(f"          {first['path']} labelled {first['label']}, head says "
+                             f"{f['suggested']} ({f['suggested_probability']:.2f})")
+            else:
+                lines.append("          " + " = ".join(f"{i['split']}/{i['path']}"
+                                                        if not i["path"].startswith(i["split"] + "/")
+                                                        else i["path"] for i in f["images"][:2])
+                             + f" ({f['score']:.3f})")
+    lines.extend(f"note: {n}" for n in r.notes)
+    if r.counts["cross-split-exact"] or r.counts["cross-split-near"]:
+        lines.append("leaks inflate every validation figure: remove one copy of each pair, then "
+                     "extract again")
+    if r.files:
+        lines.append(f"wrote: {', '.join(os.path.basename(f) for f in r.files)} in {r.out}")
+        lines.append(f"open: {r.files[0]}")
+    return "\n".join(lines)
+
+
 def finetune_summary(s) -> str:
     """One screen for `featcache finetune`."""
     epochs = f"epochs {s.first_epoch}-{s.first_epoch + s.epochs_run - 1}" if s.epochs_run else "no epochs"

@@ -87,15 +87,18 @@ def _known_shards(cache_dir: str, tasks: list[ShardTask], fph: str,
 
 def _duplicate_warnings(out: str, shards: list[ShardInfo], class_names: list[str],
                         listed: int = 5) -> list[str]:
-    """One warning per image content filed under more than one class.
+    """Warnings about identical image content: under several classes (one per image), and a
+    one-line hint when the same bytes sit in two splits (a leak `featcache audit` lists).
 
     The same bytes with two labels are contradictory training data; both rows
     are kept (they are distinct files), and the user is told.
     """
     seen: dict[str, dict[int, str]] = {}
+    splits: dict[str, set[str]] = {}
     for info in shards:
         for digest, label, path in read_hashes(out, info.file):
             seen.setdefault(digest, {}).setdefault(label, path)
+            splits.setdefault(digest, set()).add(info.split)
     clashes = [by_label for by_label in seen.values() if len(by_label) > 1]
     warnings = []
     for by_label in clashes[:listed]:
@@ -103,6 +106,11 @@ def _duplicate_warnings(out: str, shards: list[ShardInfo], class_names: list[str
         warnings.append(f"identical image content under different classes: {names}")
     if len(clashes) > listed:
         warnings.append(f"and {len(clashes) - listed} more images filed under several classes")
+    leaks = sum(len(s) > 1 for s in splits.values())
+    if leaks:
+        warnings.append(f"{leaks} image{'s' if leaks > 1 else ''} sit byte-identical in two splits "
+                        f"(a leak that inflates validation figures): featcache audit {out} lists "
+                        "them, with near copies")
     return warnings
 
 
