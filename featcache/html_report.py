@@ -38,6 +38,7 @@ figcaption { color: #57606a; font-size: 0.9rem; }
 .gallery figure { margin: 0; width: 12rem; }
 .gallery img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; }
 .gallery figure.pair { width: 14rem; }
+.gallery figcaption { overflow-wrap: anywhere; }
 .gallery .images { display: flex; gap: 0.4rem; }
 .gallery .missing { width: 96px; height: 96px; background: #eaeef2; color: #57606a;
                     font-size: 0.75rem; display: flex; align-items: center; text-align: center; }

@@ -242,7 +242,7 @@ def compare_summary(r) -> str:
 
 def audit_summary(r, listed: int = 3) -> str:
     """`featcache audit`: counts per kind, leaks first, the top few of each, and the files."""
-    from .data_audit import KIND_TITLES, KINDS
+    from .data_audit.kinds import KIND_TITLES, KINDS
 
     lines = [f"featcache audit: {r.cache} ({_splits(r.images)}; {r.seconds:.1f} s, from cached "
              f"features; near duplicates at cosine similarity >= {r.threshold:.2f})"]

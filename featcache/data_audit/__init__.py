@@ -22,23 +22,19 @@ import numpy as np
 
 from ..cache import FeatureCache
 from ..errors import UsageError
-from .duplicates import NEAR_THRESHOLD, NEIGHBOURS, exact_groups, near_across_splits, near_within_splits
+from .duplicates import (
+    NEAR_THRESHOLD,
+    NEIGHBOURS,
+    exact_groups,
+    near_across_splits,
+    near_within_splits,
+)
+from .kinds import KIND_TITLES, KINDS
 from .label_issues import FOLDS, nearest_of_class, score_labels
 from .outliers import K, score_outliers
 from .vectors import AuditRows, load_rows
 
 TOP = 20
-# the order the report and the terminal summary show them in: leaks first
-KINDS = ("cross-split-exact", "cross-split-near", "exact-duplicate", "near-duplicate",
-         "label-issue", "outlier")
-KIND_TITLES = {
-    "cross-split-exact": "byte-identical images in two splits (leaks)",
-    "cross-split-near": "near-identical images in two splits (leaks)",
-    "exact-duplicate": "byte-identical images inside a split",
-    "near-duplicate": "near-identical images inside a split",
-    "label-issue": "likely label errors",
-    "outlier": "outliers (far from every training image)",
-}
 
 
 @dataclass
@@ -207,4 +203,4 @@ def audit_cache(cache: str, out: str | None = None, top: int = TOP,
     return result
 
 
-__all__ = ["AuditResult", "KINDS", "NEAR_THRESHOLD", "audit_cache"]
+__all__ = ["AuditResult", "KIND_TITLES", "KINDS", "NEAR_THRESHOLD", "audit_cache"]

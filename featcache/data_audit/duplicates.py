@@ -20,7 +20,7 @@ import numpy as np
 
 from .vectors import AuditRows
 
-# cosine similarity of MobileNet / VGG16 pooled features above which two different files are
+# cosine similarity of pooled MobileNet features above which two different files are
 # reported as the same picture; benchmarks/audit_recall.py measured where re-encoded and resized
 # copies fall against the closest distinct images of real sets: on hymenoptera and cats_dogs
 # every clean val image stays below 0.84, resized copies fall at 0.89-0.98 (RESULTS.md §13)

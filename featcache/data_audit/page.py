@@ -18,6 +18,7 @@ import os
 from ..errors import UsageError
 from ..fileio import write_json_atomic, write_text_atomic
 from ..html_report import Page
+from .kinds import KIND_TITLES, KINDS
 
 REPORT_FILE = "report.html"
 JSON_FILE = "audit.json"
@@ -59,8 +60,6 @@ def _caption(finding: dict) -> list[str]:
 
 
 def _page(result, rows, top: int) -> Page:
-    from . import KIND_TITLES, KINDS
-
     total = sum(result.images.values())
     page = Page("featcache audit",
                 f"{total} images of {result.cache} ({', '.join(f'{s} {n}' for s, n in result.images.items())}), "
