@@ -88,9 +88,9 @@ def _groups(rows: AuditRows, kind: str, groups) -> list[dict]:
              "images": [rows.describe(i) for i in g], "rows": list(map(int, g))} for g in ordered]
 
 
-def _label_findings(rows: AuditRows, train_split: str, folds: int, seed: int, progress, notes):
+def _label_findings(rows: AuditRows, train_split: str, folds: int, seed: int, notes):
     try:
-        scores = score_labels(rows, train_split, folds=folds, seed=seed, progress=progress)
+        scores = score_labels(rows, train_split, folds=folds, seed=seed)
     except UsageError as exc:
         notes.append(f"label check skipped: {exc.cli_message()}")
         return [], None, None
@@ -178,7 +178,7 @@ def audit_cache(cache: str, out: str | None = None, top: int = TOP,
     if store.multi_label:
         notes.append("label check skipped: it ranks single labels, and this cache is multi-label.")
     else:
-        labelled, ranking, label_folds = _label_findings(rows, train_split, folds, seed, None, notes)
+        labelled, ranking, label_folds = _label_findings(rows, train_split, folds, seed, notes)
         findings += labelled
     steps.update()
     outliers, cutoff = _outlier_findings(rows, train_split, neighbors)

@@ -45,13 +45,13 @@ def score_labels(rows: AuditRows, train_split: str = "train", folds: int = FOLDS
     Raises:
         UsageError: fewer than 2 training images in some class (no folds possible).
     """
+    from sklearn.preprocessing import StandardScaler
+
     from ..heads.calibration import grouped_folds, image_groups, out_of_fold_scores
 
     n_classes = len(rows.class_names)
     train = rows.rows_of(train_split)
     others = np.flatnonzero(rows.splits != train_split)
-    from sklearn.preprocessing import StandardScaler
-
     # unit vectors carry tiny per-feature values: standardised, the head's default C fits them
     x = StandardScaler().fit(rows.vectors[train]).transform(rows.vectors).astype(np.float32)
     y = rows.labels
