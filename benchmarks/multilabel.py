@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="head seeds (dense256)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "featcache-bench-multilabel"))
     parser.add_argument("--name", default="multilabel_flowers5_mobilenet")
+    parser.add_argument("--compare-heads", default="",
+                        help="heads for the compare row (default: every head compare would try)")
     args = parser.parse_args()
 
     from featcache.extract import ExtractOptions, extract
@@ -146,6 +148,21 @@ def main() -> None:
                 seed)
             row("multi-label, threshold 0.5", label, at_half, s.metrics["micro_f1_at_0.5"], s.seconds,
                 seed)
+    # what `featcache compare` picks among every head that takes label sets, thresholds tuned on
+    # out-of-fold training scores (val untouched by any choice), scored on test
+    from featcache.selection import compare_heads
+
+    with tempfile.TemporaryDirectory() as tmp:
+        c = compare_heads(cache, heads=args.compare_heads.split(",") if args.compare_heads else None,
+                          out=tmp, progress=False)
+        test = evaluate(c.winner_dir, cache, split="test")
+        won = next(r for r in c.rows if r.get("winner"))
+        row(f"featcache compare winner (of {len([r for r in c.rows if r['status'] == 'ok'])} heads, "
+            "thresholds tuned on train folds)", f"{c.winner} {won['selected'] or ''}".strip(), test,
+            won["val_micro_f1"], c.seconds)
+        compared = [{k: r.get(k) for k in ("head", "rank", "selected", "cv_map", "cv_micro_f1",
+                                           "val_micro_f1", "val_map", "fit_seconds")}
+                    for r in c.rows]
     power = powerset_scores(cache)
     targets, scores, chosen = power["test"]
     ps = multilabel_metrics(targets, scores, np.full(len(labels), DEFAULT_THRESHOLD), labels)
@@ -163,7 +180,7 @@ def main() -> None:
                                                        "test_exact_sets", "val_micro_f1",
                                                        "fit_seconds")}})
     meta = {"machine": machine(), "cpu": cpu_info().to_json(), "labels": labels,
-            "label_sets": FeatureCache(cache).class_names,
+            "label_sets": FeatureCache(cache).class_names, "compare_leaderboard": compared,
             "images": {"train": args.train, "val": args.val, "test": args.test},
             "extract_seconds": round(float(getattr(summary, "seconds", float("nan"))), 1),
             "command": " ".join(["python", *sys.argv])}
@@ -177,7 +194,14 @@ def main() -> None:
             f"{', '.join(labels)}; MobileNet 224 px, avg pooling. Thresholds are tuned on val; "
             "test is scored once. Medians over head seeds (dense256). Exact sets: the share of "
             "test images whose whole label set is right.\n\n"
-            + markdown_table(table, columns))
+            + markdown_table(table, columns)
+            + "\n\n`featcache compare` leaderboard (ranked by out-of-fold mAP on train, "
+            f"{c.seconds:.0f} s in all):\n\n"
+            + markdown_table([r for r in compared if r["rank"]],
+                             [("rank", "rank"), ("head", "head"), ("selected", "chosen"),
+                              ("cv_map", "cv mAP"), ("cv_micro_f1", "cv micro F1"),
+                              ("val_micro_f1", "val micro F1"), ("val_map", "val mAP"),
+                              ("fit_seconds", "s")]))
     write_results(args.name, meta, rows, text)
 
 

@@ -122,14 +122,15 @@ def plot_reliability(labels, curves: dict, path: str, title: str, bins: int = 15
     return path
 
 
-def plot_leaderboard(rows: list[dict], path: str, title: str) -> str:
-    """Validation accuracy against fit seconds (log scale), one labelled point per head;
-    the winner is circled."""
+def plot_leaderboard(rows: list[dict], path: str, title: str, key: str = "val_accuracy",
+                     label: str = "validation accuracy") -> str:
+    """A validation measure (`key`) against fit seconds (log scale), one labelled point per
+    head; the winner is circled."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    scored = [r for r in rows if r.get("val_accuracy") is not None]
+    scored = [r for r in rows if r.get(key) is not None]
     for r in scored:
-        x, y = max(r["fit_seconds"], 1e-3), r["val_accuracy"]
+        x, y = max(r["fit_seconds"], 1e-3), r[key]
         ax.scatter([x], [y], color="tab:orange" if r.get("winner") else "tab:blue", zorder=3)
         ax.annotate(r["head"], (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
         if r.get("winner"):
@@ -139,7 +140,7 @@ def plot_leaderboard(rows: list[dict], path: str, title: str) -> str:
 
     ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on short spans
     ax.set_xlabel("fit seconds (model selection + final fit, log scale)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

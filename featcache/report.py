@@ -185,8 +185,9 @@ def train_summary(s) -> str:
     accuracy = (f"{s.val_accuracy:.4f} on val" if s.val_accuracy is not None
                 else "no validation split: scores below are on train (optimistic)")
     if s.metrics.get("multi_label"):  # accuracy: the share of images whose whole label set is right
+        tuned = "on out-of-fold train scores" if s.notes.get("thresholds") else "on val"
         accuracy = (f"micro F1 {s.metrics['micro_f1']:.4f}, exact label sets {s.val_accuracy:.4f} "
-                    "on val, thresholds tuned on val" if s.val_accuracy is not None
+                    f"on val, thresholds tuned {tuned}" if s.val_accuracy is not None
                     else "no validation split: thresholds 0.5, scores below are on train")
     training = f"{s.seconds:.1f} s"
     if "epochs_run" in s.notes:
@@ -204,7 +205,8 @@ def train_summary(s) -> str:
                                     f"{c['ece_before']:.4f} -> {c['ece_after']:.4f}, log loss "
                                     f"{c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}"))
     if "selection" in s.notes:
-        pairs.append(("chosen", f"by out-of-fold accuracy on train among "
+        measure = "mean average precision" if s.metrics.get("multi_label") else "accuracy"
+        pairs.append(("chosen", f"by out-of-fold {measure} on train among "
                                 f"{', '.join(s.notes.get('compared', []))}"))
     if "search" in s.notes:
         found = s.notes["search"]
@@ -215,13 +217,23 @@ def train_summary(s) -> str:
 
 def compare_summary(r) -> str:
     """`featcache compare`: the leaderboard, the winner and where things were written."""
-    lines = [f"featcache compare: {r.cache} ({r.folds}-fold CV on train, grouped by image; "
-             f"{r.seconds:.1f} s)",
-             f"  {'#':>2}  {'head':<14} {'cv acc':>7} {'val acc':>7} {'macro F1':>8} {'log loss':>8} "
-             f"{'ECE':>6} {'fit s':>7} {'ms/1k':>7} {'bytes':>9}  chosen"]
+    multi = getattr(r, "multi_label", False)
+    if multi:  # (column title, row key, format)
+        columns = [("cv mAP", "cv_map", "7.4f"), ("val micro F1", "val_micro_f1", "12.4f"),
+                   ("macro F1", "val_macro_f1", "8.4f"), ("val mAP", "val_map", "7.4f"),
+                   ("exact sets", "val_exact_sets", "10.3f")]
+    else:
+        columns = [("cv acc", "cv_accuracy", "7.4f"), ("val acc", "val_accuracy", "7.4f"),
+                   ("macro F1", "val_macro_f1", "8.4f"), ("log loss", "val_log_loss", "8.4f"),
+                   ("ECE", "val_ece", "6.3f")]
+    lines = [f"featcache compare: {r.cache} ({r.folds}-fold CV on train, grouped by image"
+             + ("; multi-label" if multi else "") + f"; {r.seconds:.1f} s)",
+             f"  {'#':>2}  {'head':<14} "
+             + " ".join(title.rjust(int(fmt.split('.')[0])) for title, _, fmt in columns)
+             + f" {'fit s':>7} {'ms/1k':>7} {'bytes':>9}  chosen"]
 
     def num(value, fmt):
-        return format(value, fmt) if value is not None else "-"
+        return format(value, fmt) if value is not None else "-".rjust(int(fmt.split(".")[0]))
 
     for row in r.rows:
         if row["status"] != "ok":
@@ -229,12 +241,12 @@ def compare_summary(r) -> str:
                          f"(after {row.get('fit_seconds', 0):.1f} s)")
             continue
         chosen = " ".join(f"{k}={v}" for k, v in (row.get("selected") or {}).items())
-        lines.append(f"  {row['rank']:>2}  {row['head']:<14} {row['cv_accuracy']:7.4f} "
-                     f"{num(row.get('val_accuracy'), '7.4f')} {num(row.get('val_macro_f1'), '8.4f')} "
-                     f"{num(row.get('val_log_loss'), '8.4f')} {num(row.get('val_ece'), '6.3f')} "
-                     f"{row['fit_seconds']:7.1f} {row['predict_ms_per_1000']:7.1f} "
+        lines.append(f"  {row['rank']:>2}  {row['head']:<14} "
+                     + " ".join(num(row.get(key), fmt) for _, key, fmt in columns)
+                     + f" {row['fit_seconds']:7.1f} {row['predict_ms_per_1000']:7.1f} "
                      f"{row['model_bytes']:9d}  {chosen}")
-    lines.append(f"winner: {r.winner} (best out-of-fold accuracy on train) -> {r.winner_dir}")
+    measure = "mean average precision" if multi else "accuracy"
+    lines.append(f"winner: {r.winner} (best out-of-fold {measure} on train) -> {r.winner_dir}")
     lines.append(f"wrote: {', '.join(os.path.basename(f) for f in r.files)} in {r.out}")
     lines.append(f"next: featcache predict --model {r.winner_dir} IMAGES")
     return "\n".join(lines)

@@ -16,6 +16,14 @@ Each head's out-of-fold accuracy on the training split ranks it, and the
 winner is the head with the best one (ties: lower out-of-fold log loss, then
 the faster fit). Then every final model is scored once on the validation
 split, for the leaderboard only. The test split is never read.
+
+Multi-label caches (`featcache.multilabel`) are compared the same way with
+multi-label measures: heads that score each label on its own (one-vs-rest
+scikit-learn heads, one sigmoid per label in Keras heads), folds stratified
+by label set where every set can fill them, heads ranked by out-of-fold mean
+average precision (ties: lower mean binary log loss). Each head's per-label
+thresholds are tuned on its out-of-fold training scores, not on validation,
+so the validation figures of the leaderboard are scores of untouched rows.
 """
 
 from __future__ import annotations
@@ -25,16 +33,18 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .artifacts import prepare_out_folder
 from .cache import FeatureCache
-from .errors import UsageError, param
+from .errors import ParameterError, UsageError, param
 from .fileio import write_json_atomic
 from .heads import HEADS, canonical_name, create_head, head_params, list_heads
-from .heads.calibration import fit_temperature, grouped_folds, image_groups, out_of_fold_scores
+from .heads.calibration import (fit_temperature, grouped_folds, image_groups, label_set_folds,
+                                out_of_fold_scores)
 from .heads.feed import FeatureSplit, default_memory_budget, human_size, parse_size
 from .metrics import safe_log_loss
 from .train import TrainSummary, _check_splits, _plots, finish_head, predict_split, split_hashes
@@ -45,6 +55,15 @@ LEADERBOARD_PNG = "leaderboard.png"
 COLUMNS = ("rank", "head", "status", "selected", "cv_accuracy", "cv_log_loss", "val_accuracy",
            "val_macro_f1", "val_log_loss", "val_ece", "fit_seconds", "predict_ms_per_1000",
            "model_bytes")
+MULTI_LABEL_COLUMNS = ("rank", "head", "status", "selected", "cv_map", "cv_log_loss", "cv_micro_f1",
+                       "val_micro_f1", "val_macro_f1", "val_map", "val_exact_sets", "fit_seconds",
+                       "predict_ms_per_1000", "model_bytes")
+SELECTION = {False: "out-of-fold accuracy on the training split (folds grouped by image), ties: "
+                    "lower log loss, then faster fit",
+             True: "out-of-fold mean average precision on the training split (folds grouped by "
+                   "image), ties: lower mean binary log loss, then faster fit; per-label "
+                   "thresholds tuned on the out-of-fold scores"}
+BY = {False: "out-of-fold accuracy on train", True: "out-of-fold mean average precision on train"}
 # cheap heads first, so a budget leaves out the slow ones
 ORDER = ("ridge", "linear-svm", "logreg", "sgd", "knn", "random-forest", "dense256", "mlp",
          "dense512", "linear", "sigmoid")
@@ -67,19 +86,49 @@ class CompareResult:
     seconds: float
     files: list[str] = field(default_factory=list)
     winner_summary: TrainSummary | None = None
+    multi_label: bool = False
 
     def to_json(self) -> dict:
         return {"cache": self.cache, "out": self.out, "winner": self.winner,
                 "winner_dir": self.winner_dir, "folds": self.folds,
-                "seconds": round(self.seconds, 2), "selection": "out-of-fold accuracy on the "
-                "training split (folds grouped by image), ties: lower log loss, then faster fit",
-                "leaderboard": self.rows, "files": self.files}
+                "seconds": round(self.seconds, 2), "multi_label": self.multi_label,
+                "selection": SELECTION[self.multi_label], "leaderboard": self.rows,
+                "files": self.files}
 
 
-def default_heads(n_classes: int) -> list[str]:
-    """Every registered head that applies to `n_classes` classes, cheap ones first."""
+def default_heads(n_classes: int, multi_label: bool = False,
+                  feature_shape: tuple[int, ...] = (1,)) -> list[str]:
+    """Every registered head that applies to `n_classes` classes (multi-label: labels),
+    cheap ones first."""
     names = [n for n in ORDER if n in HEADS] + [n for n in list_heads() if n not in ORDER]
-    return [n for n in names if not (HEADS[n].params.get("output") == "sigmoid" and n_classes != 2)]
+    if not multi_label:
+        return [n for n in names if not (HEADS[n].params.get("output") == "sigmoid" and n_classes != 2)]
+    return [n for n in names if _takes_multi_label(n, n_classes, feature_shape)]
+
+
+def _takes_multi_label(name: str, n_labels: int, feature_shape: tuple[int, ...]) -> bool:
+    try:
+        create_head(name).check_params(n_labels, feature_shape, multi_label=True)
+    except ParameterError:  # e.g. a single sigmoid unit, or an SGD head trained by partial_fit
+        return False
+    return True
+
+
+def _rank(targets: np.ndarray, scores: np.ndarray, multi_label: bool) -> tuple[tuple, dict]:
+    """(sort key, measures) of out-of-fold scores: accuracy then log loss, or (multi-label)
+    mean average precision then mean binary log loss."""
+    if not multi_label:
+        accuracy, loss = float(np.mean(scores.argmax(axis=1) == targets)), safe_log_loss(targets, scores)
+        return _rank_key(accuracy, loss), {"cv_accuracy": accuracy, "cv_log_loss": loss}
+    from .metrics import multilabel_metrics
+    from .multilabel import tune_thresholds
+
+    thresholds = tune_thresholds(targets, scores)
+    m = multilabel_metrics(targets, scores, thresholds, [str(j) for j in range(targets.shape[1])])
+    ap = m["mean_average_precision"]
+    ap = 0.0 if np.isnan(ap) else ap
+    return _rank_key(ap, m["log_loss"]), {"cv_map": ap, "cv_log_loss": m["log_loss"],
+                                         "cv_micro_f1": m["micro_f1"], "thresholds": thresholds}
 
 
 def _head_name(name: str) -> str:
@@ -112,6 +161,7 @@ def _grid_params(name: str, value) -> dict:
 def _fold_scores_sklearn(name: str, base: dict, value, searched: bool, X, y, folds, n_classes,
                          deadline):
     from joblib import Parallel, delayed
+    from sklearn.exceptions import ConvergenceWarning
 
     def one(rows, held_out):
         head = create_head(name, **base, **(_grid_params(name, value) if searched else {}))
@@ -123,8 +173,12 @@ def _fold_scores_sklearn(name: str, base: dict, value, searched: bool, X, y, fol
     if deadline is not None and time.perf_counter() > deadline:
         raise _OverBudget()
     scores = np.zeros((len(y), n_classes))
-    for held_out, part in Parallel(n_jobs=-1, prefer="threads")(delayed(one)(a, b) for a, b in folds):
-        scores[held_out] = part
+    # a grid value whose solver stops short just scores worse; one warning per fold and
+    # value would bury the leaderboard (the final fit still warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for held_out, part in Parallel(n_jobs=-1, prefer="threads")(delayed(one)(a, b) for a, b in folds):
+            scores[held_out] = part
     return scores
 
 
@@ -132,8 +186,9 @@ def _rank_key(accuracy: float, log_loss: float) -> tuple:
     return (-round(accuracy, 10), round(log_loss, 10))
 
 
-def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline):
-    """Model selection for one head on the training rows.
+def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline, multi_label: bool = False):
+    """Model selection for one head on the training rows (`y`: class indices, or the
+    (N, L) 0/1 label vectors of a multi-label split, with `n_classes` = L).
 
     Returns:
         (final head, unfitted, with the chosen settings; out-of-fold scores of those
@@ -150,12 +205,13 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline):
         for value in values:
             scores = _fold_scores_sklearn(name, base, value, grid is not None, X, y, folds,
                                           n_classes, deadline)
-            accuracy = float(np.mean(scores.argmax(axis=1) == y))
-            tried.append((_rank_key(accuracy, safe_log_loss(y, scores)), value, scores, accuracy))
+            key, measures = _rank(y, scores, multi_label)
+            tried.append((key, value, scores, -key[0]))
         key, value, scores, _ = min(tried, key=lambda t: t[0])
         chosen = {grid[0]: value} if grid else {}
+        measure = "cv_map" if multi_label else "cv_accuracy"
         selection = {"searched": grid[0] if grid else None,
-                     "cv_accuracy_per_value": {str(v): round(a, 4) for _, v, _, a in tried} if grid else {},
+                     f"{measure}_per_value": {str(v): round(a, 4) for _, v, _, a in tried} if grid else {},
                      "chosen": chosen}
         head = create_head(name, **base, **(_grid_params(name, value) if grid else {}))
         return head, scores, selection
@@ -229,13 +285,14 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
     start = time.perf_counter()
     deadline = start + float(budget) if budget else None
     cache = FeatureCache(cache_path)
-    if cache.multi_label:
-        raise UsageError(f"{cache_path} is a multi-label cache; compare ranks single-label heads "
-                         f"for now: train one with featcache train-head {param('model')} dense256 "
-                         "(or logreg).")
+    multi_label = cache.multi_label
+    if calibrate and multi_label:
+        raise UsageError(f"{param('calibrate')} applies to single-label caches; {cache_path} is a "
+                         "multi-label cache (its heads give each label its own probability).")
     val_split = _check_splits(cache, cache_path, train_split, val_split)
-    n_classes = len(cache.class_names)
-    names = default_heads(n_classes) if not heads else list(dict.fromkeys(_head_name(h) for h in heads))
+    n_outputs = len(cache.label_names)
+    names = (default_heads(n_outputs, multi_label, cache.feature_shape) if not heads
+             else list(dict.fromkeys(_head_name(h) for h in heads)))
     if out is None and winner_out is None:
         raise UsageError(f"Give {param('out')}: the folder for the leaderboard and the winning head.")
     memory = parse_size(max_memory) or default_memory_budget()
@@ -249,7 +306,8 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
             "featcache train-head --model sgd or a Keras head.")
     base_params = {"seed": seed, **(params or {})}
     for name in names:
-        create_head(name, **_user_params(name, base_params)).check_params(n_classes, cache.feature_shape)
+        create_head(name, **_user_params(name, base_params)).check_params(
+            n_outputs, cache.feature_shape, multi_label)
 
     out = _prepare_compare_folder(out) if out is not None else None
     scratch = None
@@ -258,7 +316,12 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
     val = FeatureSplit(cache, val_split, True) if val_split else None
     try:
         X, y = train.all_features(), np.asarray(train.labels, dtype=np.int64)
-        folds = grouped_folds(y, image_groups(split_hashes(cache, train_split)), cv, seed)
+        groups = image_groups(split_hashes(cache, train_split))
+        if multi_label:  # choose on the label vectors; the folds keep label sets apart
+            folds = label_set_folds(y, groups, cv, seed)
+            y = train.label_indicator[y].astype(np.int64)
+        else:
+            folds = grouped_folds(y, groups, cv, seed)
         timing_rows = val.all_features() if val is not None and val.n_rows else X
         rows, fitted = [], {}
         bar = tqdm(names, desc="compare", unit="head", leave=False,
@@ -269,12 +332,13 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
             record = {"head": name, "kind": HEADS[name].kind}
             try:
                 head, oof, selection = _select(name, _user_params(name, base_params), X, y, folds,
-                                               n_classes, deadline)
+                                               n_outputs, deadline, multi_label)
                 if deadline is not None and time.perf_counter() > deadline:
                     raise _OverBudget()
                 fit_start = time.perf_counter()
                 head.fit_cache(train, None, progress=False)
                 fit_seconds = time.perf_counter() - fit_start
+                _, measures = _rank(y, oof, multi_label)
                 temperature = None
                 if calibrate and HEADS[name].kind == "keras":
                     temperature = fit_temperature(oof, y)
@@ -282,21 +346,17 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
                 summary = finish_head(folder, head, cache, train, val, fit_seconds, True,
                                       calibrate=calibrate, temperature=temperature,
                                       calibration_folds=cv, plots=False,
+                                      thresholds=measures.pop("thresholds", None),
                                       extra={"selection": {**selection, "folds": len(folds),
-                                                           "by": "out-of-fold accuracy on train"}})
+                                                           "by": BY[multi_label]}})
             except _OverBudget:
                 record.update(status="over budget", fit_seconds=round(time.perf_counter() - head_start, 2))
                 rows.append(record)
                 continue
-            metrics = summary.metrics
+            record.update(status="ok", selected=selection["chosen"],
+                          **{k: round(v, 4) for k, v in measures.items()},
+                          **_val_measures(summary.metrics, val is not None, multi_label))
             record.update(
-                status="ok", selected=selection["chosen"],
-                cv_accuracy=round(float(np.mean(oof.argmax(axis=1) == y)), 4),
-                cv_log_loss=round(safe_log_loss(y, oof), 4),
-                val_accuracy=round(metrics["accuracy"], 4) if val is not None else None,
-                val_macro_f1=round(metrics["macro_f1"], 4) if val is not None else None,
-                val_log_loss=round(metrics["log_loss"], 4) if val is not None else None,
-                val_ece=round(metrics["ece"], 4) if val is not None else None,
                 fit_seconds=round(time.perf_counter() - head_start, 2),
                 final_fit_seconds=round(fit_seconds, 2),
                 # every epoch over the training rows, folds included (Keras heads only)
@@ -305,14 +365,15 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
                 model_bytes=os.path.getsize(os.path.join(folder, summary.files[0])),
                 folder=folder)
             if calibrate:
-                record["val_ece_before_calibration"] = round(metrics["calibration"]["ece_before"], 4)
+                record["val_ece_before_calibration"] = round(summary.metrics["calibration"]["ece_before"], 4)
             rows.append(record)
             fitted[name] = (head, summary)
             if not bar.disable:
-                bar.write(_progress_line(record))
+                bar.write(_progress_line(record, multi_label))
         bar.close()
         ok = [r for r in rows if r["status"] == "ok"]
-        ok.sort(key=lambda r: (_rank_key(r["cv_accuracy"], r["cv_log_loss"]), r["fit_seconds"]))
+        measure = "cv_map" if multi_label else "cv_accuracy"
+        ok.sort(key=lambda r: (_rank_key(r[measure], r["cv_log_loss"]), r["fit_seconds"]))
         for rank, r in enumerate(ok, 1):
             r["rank"] = rank
             r["winner"] = rank == 1
@@ -334,7 +395,7 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
             winner_dir = winner_dir or target
         result = CompareResult(cache=cache.path, out=out or winner_out, winner=winner,
                                winner_dir=winner_dir, rows=rows, folds=len(folds),
-                               seconds=time.perf_counter() - start)
+                               seconds=time.perf_counter() - start, multi_label=multi_label)
         for folder in [d for d in (out, winner_out) if d]:
             result.files += _write_leaderboard(folder, result, os.path.basename(cache.path.rstrip("/")))
         if winner_out:
@@ -367,9 +428,19 @@ def _prepare_compare_folder(out: str) -> str:
     return out
 
 
-def _progress_line(r: dict) -> str:
-    return (f"  {r['head']:<14} cv {r['cv_accuracy']:.4f}  val "
-            + (f"{r['val_accuracy']:.4f}" if r.get("val_accuracy") is not None else "-")
+def _val_measures(metrics: dict, scored: bool, multi_label: bool) -> dict:
+    """The leaderboard's validation columns from a head's metrics (None without validation)."""
+    keys = ({"val_micro_f1": "micro_f1", "val_macro_f1": "macro_f1", "val_map": "mean_average_precision",
+             "val_exact_sets": "accuracy", "val_log_loss": "log_loss"} if multi_label else
+            {"val_accuracy": "accuracy", "val_macro_f1": "macro_f1", "val_log_loss": "log_loss",
+             "val_ece": "ece"})
+    return {k: (round(float(metrics[m]), 4) if scored else None) for k, m in keys.items()}
+
+
+def _progress_line(r: dict, multi_label: bool = False) -> str:
+    cv, val = ("cv_map", "val_micro_f1") if multi_label else ("cv_accuracy", "val_accuracy")
+    return (f"  {r['head']:<14} {cv.replace('_', ' ')} {r[cv]:.4f}  {val.replace('_', ' ')} "
+            + (f"{r[val]:.4f}" if r.get(val) is not None else "-")
             + f"  {r['fit_seconds']:.1f} s  {r['selected']}")
 
 
@@ -379,14 +450,17 @@ def _write_leaderboard(folder: str, result: CompareResult, title: str) -> list[s
 
     write_json_atomic(os.path.join(folder, LEADERBOARD_JSON), result.to_json())
     with open(os.path.join(folder, LEADERBOARD_CSV), "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        columns = MULTI_LABEL_COLUMNS if result.multi_label else COLUMNS
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for r in result.rows:
             writer.writerow({k: (r.get(k) if k != "selected" else
                                  " ".join(f"{a}={b}" for a, b in (r.get(k) or {}).items()))
-                             for k in COLUMNS})
+                             for k in columns})
     written = [os.path.join(folder, LEADERBOARD_JSON), os.path.join(folder, LEADERBOARD_CSV)]
-    if any(r.get("val_accuracy") is not None for r in result.rows):
+    measure = ("val_micro_f1", "validation micro F1") if result.multi_label else \
+        ("val_accuracy", "validation accuracy")
+    if any(r.get(measure[0]) is not None for r in result.rows):
         written.append(plot_leaderboard(result.rows, os.path.join(folder, LEADERBOARD_PNG),
-                                        f"{title}: winner {result.winner}"))
+                                        f"{title}: winner {result.winner}", *measure))
     return written

@@ -192,7 +192,7 @@ def _keras_temperature(head, cache: FeatureCache, train: FeatureSplit, folds: in
 def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds: float, in_memory: bool,
                 calibrate: bool = False, temperature: float | None = None,
                 calibration_folds: int = 3, extra: dict | None = None,
-                plots: bool = True) -> TrainSummary:
+                plots: bool = True, thresholds=None) -> TrainSummary:
     """Score a fitted head, calibrate it if asked, and write its folder (model, config,
     metrics, history, plots).
 
@@ -200,6 +200,8 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
         temperature: for a Keras head with `calibrate`, the temperature to fold into it.
         extra: more entries for the config's "training" record (e.g. the selection).
         plots: draw history, confusion matrix and reliability PNGs.
+        thresholds: multi-label heads: per-label thresholds chosen elsewhere (`compare`
+            tunes them on out-of-fold training scores); None tunes them on validation.
     """
     from .heads.calibration import calibration_report, fold_temperature, grouped_folds, image_groups
 
@@ -210,7 +212,10 @@ def finish_head(out: str | None, head, cache: FeatureCache, train, val, seconds:
     if head.multi_label:
         from .multilabel import decide, tune_thresholds
 
-        if val is not None and val.n_rows:
+        if thresholds is not None:
+            head.thresholds_ = np.asarray(thresholds, dtype=np.float64)
+            notes["thresholds"] = "tuned on out-of-fold scores of the training split"
+        elif val is not None and val.n_rows:
             head.thresholds_ = tune_thresholds(_targets(val), scores)
         metrics = multilabel_metrics(_targets(scored), scores, head.thresholds_, head.class_names)
         train_accuracy = float(np.mean(np.all(decide(train_scores, head.thresholds_)

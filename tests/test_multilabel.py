@@ -161,10 +161,37 @@ def test_flowers_and_colours_train_predict_evaluate_and_export(data_root, weight
     assert sidecar["multi_label"]["thresholds"] == config["multi_label"]["thresholds"]
     assert info["class_names"] == config["class_names"]
 
-    with pytest.raises(UsageError, match="multi-label cache"):
-        api.compare(cache, out=str(tmp_path / "cmp"))
     with pytest.raises(UsageError, match="single-label"):
         api.train_head(cache, "logreg", calibrate=True)
+    with pytest.raises(UsageError, match="single-label"):
+        api.compare(cache, out=str(tmp_path / "refused"), calibrate=True)
+
+    # compare ranks multi-label heads by out-of-fold mAP on train, thresholds from those folds
+    assert main(["compare", "--cache", cache, "--heads", "logreg,dense256",
+                 "--out", str(tmp_path / "cmp"), "--json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["multi_label"] and board["winner"] in {"logreg", "dense256"}
+    ranked = sorted((r for r in board["leaderboard"] if r["status"] == "ok"), key=lambda r: r["rank"])
+    assert [r["head"] for r in ranked][0] == board["winner"] and len(ranked) == 2
+    assert ranked[0]["cv_map"] >= ranked[1]["cv_map"]
+    for r in ranked:
+        assert 0.3 < r["val_micro_f1"] <= 1 and 0 < r["cv_map"] <= 1 and "val_accuracy" not in r
+    with open(tmp_path / "cmp" / "leaderboard.csv") as fh:
+        assert fh.readline().strip().split(",")[4:8] == ["cv_map", "cv_log_loss", "cv_micro_f1",
+                                                         "val_micro_f1"]
+    winner = tmp_path / "cmp" / "winner"
+    config = json.loads((winner / "config.json").read_text())
+    assert config["training"]["selection"]["by"] == "out-of-fold mean average precision on train"
+    assert len(config["multi_label"]["thresholds"]) == 8
+    assert main(["predict", "--model", str(winner), str(data_root / "tiny_flowers5" / "val" / "tulip"),
+                 "--json", "--weights-dir", str(weights_dir)]) == 0
+    assert all(isinstance(row["labels"], list) for row in json.loads(capsys.readouterr().out))
+    assert main(["compare", "--cache", cache, "--heads", "logreg", "--out", str(tmp_path / "text")]) == 0
+    text = capsys.readouterr().out
+    assert "cv mAP" in text and "micro F1" in text and "best out-of-fold mean average precision" in text
+    from featcache.selection import default_heads
+    assert {"sgd", "sigmoid"}.isdisjoint(default_heads(8, True, (1024,)))
+    assert "logreg" in default_heads(8, True, (1024,))
 
 
 def test_a_keras_head_early_stops_on_multi_label_validation_data():

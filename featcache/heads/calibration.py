@@ -56,6 +56,36 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: in
     return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
+def label_set_folds(sets: np.ndarray, groups: np.ndarray, n_folds: int, seed: int = 0,
+                    what: str = "{param:cv}") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds of a multi-label training split, each group (image) in one fold.
+
+    Stratified by label set while every set has an image for each fold (then
+    each fold sees every combination); otherwise groups are shuffled into
+    folds without stratification, since rare combinations cannot fill them.
+
+    Args:
+        sets: (N,) label-set indices (the cache's classes of a multi-label cache).
+        groups: (N,) group numbers (`image_groups`).
+        n_folds: folds wanted; fewer when there are fewer images.
+
+    Raises:
+        ParameterError / UsageError: fewer than 2 folds possible.
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    sets = np.asarray(sets)
+    if int(n_folds) < 2:
+        raise ParameterError("cv", n_folds, "needs at least 2 folds.")
+    folds = min(int(n_folds), len(np.unique(groups)))
+    if folds < 2:
+        raise UsageError(f"{what}: cross-validation needs at least 2 training images.")
+    smallest = min(len(np.unique(groups[sets == s])) for s in np.unique(sets))
+    splitter = (StratifiedGroupKFold(folds, shuffle=True, random_state=int(seed)) if smallest >= folds
+                else GroupKFold(folds, shuffle=True, random_state=int(seed)))
+    return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(sets)), sets, groups)]
+
+
 def _log_probs(scores: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(scores, dtype=np.float64), 1e-12, None))
 
@@ -104,7 +134,8 @@ def out_of_fold_scores(make_head, X: np.ndarray, labels: np.ndarray, folds, n_cl
 
     Args:
         make_head: returns a fresh unfitted head.
-        X: training rows; labels: their class indices.
+        X: training rows; labels: their class indices (multi-label: their (N, L) 0/1
+            label vectors, and `n_classes` is L).
         folds: from `grouped_folds`.
         early_stopping: Keras heads stop on the held-out fold's loss.
         progress: called with the fold number after each fold.
