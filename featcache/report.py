@@ -217,7 +217,7 @@ def train_summary(s) -> str:
 
 def compare_summary(r) -> str:
     """`featcache compare`: the leaderboard, the winner and where things were written."""
-    multi = getattr(r, "multi_label", False)
+    multi = r.multi_label
     if multi:  # (column title, row key, format)
         columns = [("cv mAP", "cv_map", "7.4f"), ("val micro F1", "val_micro_f1", "12.4f"),
                    ("macro F1", "val_macro_f1", "8.4f"), ("val mAP", "val_map", "7.4f"),

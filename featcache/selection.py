@@ -47,7 +47,8 @@ from .heads.calibration import (fit_temperature, grouped_folds, image_groups, la
                                 out_of_fold_scores)
 from .heads.feed import FeatureSplit, default_memory_budget, human_size, parse_size
 from .metrics import safe_log_loss
-from .train import TrainSummary, _check_splits, _plots, finish_head, predict_split, split_hashes
+from .train import (TrainSummary, _check_splits, _plots, _targets, finish_head, predict_split,
+                    split_hashes)
 
 LEADERBOARD_JSON = "leaderboard.json"
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -64,6 +65,9 @@ SELECTION = {False: "out-of-fold accuracy on the training split (folds grouped b
                    "image), ties: lower mean binary log loss, then faster fit; per-label "
                    "thresholds tuned on the out-of-fold scores"}
 BY = {False: "out-of-fold accuracy on train", True: "out-of-fold mean average precision on train"}
+RANKED_BY = {False: "cv_accuracy", True: "cv_map"}  # the leaderboard column that ranks heads
+CHARTED = {False: ("val_accuracy", "validation accuracy"),  # the column the chart and progress show
+           True: ("val_micro_f1", "validation micro F1")}
 # cheap heads first, so a budget leaves out the slow ones
 ORDER = ("ridge", "linear-svm", "logreg", "sgd", "knn", "random-forest", "dense256", "mlp",
          "dense512", "linear", "sigmoid")
@@ -192,7 +196,8 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline, multi_
 
     Returns:
         (final head, unfitted, with the chosen settings; out-of-fold scores of those
-        settings; what was chosen, for the leaderboard and config).
+        settings; their measures from `_rank`; what was chosen, for the leaderboard and
+        config).
     """
     spec = HEADS[name]
     if spec.kind == "sklearn":
@@ -205,16 +210,16 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline, multi_
         for value in values:
             scores = _fold_scores_sklearn(name, base, value, grid is not None, X, y, folds,
                                           n_classes, deadline)
-            key, measures = _rank(y, scores, multi_label)
-            tried.append((key, value, scores, -key[0]))
-        key, value, scores, _ = min(tried, key=lambda t: t[0])
+            tried.append((*_rank(y, scores, multi_label), value, scores))
+        _, measures, value, scores = min(tried, key=lambda t: t[0])
         chosen = {grid[0]: value} if grid else {}
-        measure = "cv_map" if multi_label else "cv_accuracy"
+        measure = RANKED_BY[multi_label]
         selection = {"searched": grid[0] if grid else None,
-                     f"{measure}_per_value": {str(v): round(a, 4) for _, v, _, a in tried} if grid else {},
+                     f"{measure}_per_value": {str(v): round(m[measure], 4) for _, m, v, _ in tried}
+                     if grid else {},
                      "chosen": chosen}
         head = create_head(name, **base, **(_grid_params(name, value) if grid else {}))
-        return head, scores, selection
+        return head, scores, measures, selection
 
     made = []
 
@@ -231,7 +236,7 @@ def _select(name: str, base: dict, X, y, folds, n_classes: int, deadline, multi_
     final = dict(base, early_stopping=False)
     if chosen_epochs is not None:
         final["epochs"] = chosen_epochs
-    return create_head(name, **final), scores, selection
+    return create_head(name, **final), scores, _rank(y, scores, multi_label)[1], selection
 
 
 def epochs_run(name: str, head) -> int:
@@ -319,7 +324,7 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
         groups = image_groups(split_hashes(cache, train_split))
         if multi_label:  # choose on the label vectors; the folds keep label sets apart
             folds = label_set_folds(y, groups, cv, seed)
-            y = train.label_indicator[y].astype(np.int64)
+            y = _targets(train).astype(np.int64)
         else:
             folds = grouped_folds(y, groups, cv, seed)
         timing_rows = val.all_features() if val is not None and val.n_rows else X
@@ -331,14 +336,13 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
             head_start = time.perf_counter()
             record = {"head": name, "kind": HEADS[name].kind}
             try:
-                head, oof, selection = _select(name, _user_params(name, base_params), X, y, folds,
-                                               n_outputs, deadline, multi_label)
+                head, oof, measures, selection = _select(name, _user_params(name, base_params), X, y,
+                                                         folds, n_outputs, deadline, multi_label)
                 if deadline is not None and time.perf_counter() > deadline:
                     raise _OverBudget()
                 fit_start = time.perf_counter()
                 head.fit_cache(train, None, progress=False)
                 fit_seconds = time.perf_counter() - fit_start
-                _, measures = _rank(y, oof, multi_label)
                 temperature = None
                 if calibrate and HEADS[name].kind == "keras":
                     temperature = fit_temperature(oof, y)
@@ -372,8 +376,7 @@ def compare_heads(cache_path: str, heads: list[str] | None = None, out: str | No
                 bar.write(_progress_line(record, multi_label))
         bar.close()
         ok = [r for r in rows if r["status"] == "ok"]
-        measure = "cv_map" if multi_label else "cv_accuracy"
-        ok.sort(key=lambda r: (_rank_key(r[measure], r["cv_log_loss"]), r["fit_seconds"]))
+        ok.sort(key=lambda r: (_rank_key(r[RANKED_BY[multi_label]], r["cv_log_loss"]), r["fit_seconds"]))
         for rank, r in enumerate(ok, 1):
             r["rank"] = rank
             r["winner"] = rank == 1
@@ -438,7 +441,7 @@ def _val_measures(metrics: dict, scored: bool, multi_label: bool) -> dict:
 
 
 def _progress_line(r: dict, multi_label: bool = False) -> str:
-    cv, val = ("cv_map", "val_micro_f1") if multi_label else ("cv_accuracy", "val_accuracy")
+    cv, val = RANKED_BY[multi_label], CHARTED[multi_label][0]
     return (f"  {r['head']:<14} {cv.replace('_', ' ')} {r[cv]:.4f}  {val.replace('_', ' ')} "
             + (f"{r[val]:.4f}" if r.get(val) is not None else "-")
             + f"  {r['fit_seconds']:.1f} s  {r['selected']}")
@@ -458,8 +461,7 @@ def _write_leaderboard(folder: str, result: CompareResult, title: str) -> list[s
                                  " ".join(f"{a}={b}" for a, b in (r.get(k) or {}).items()))
                              for k in columns})
     written = [os.path.join(folder, LEADERBOARD_JSON), os.path.join(folder, LEADERBOARD_CSV)]
-    measure = ("val_micro_f1", "validation micro F1") if result.multi_label else \
-        ("val_accuracy", "validation accuracy")
+    measure = CHARTED[result.multi_label]
     if any(r.get(measure[0]) is not None for r in result.rows):
         written.append(plot_leaderboard(result.rows, os.path.join(folder, LEADERBOARD_PNG),
                                         f"{title}: winner {result.winner}", *measure))
